@@ -1,0 +1,122 @@
+"""The onnxruntime backend: one InferenceSession per graph, CPU or CUDA, I/O binding on the GPU."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from lgfa_deploy.backends.base import Backend, missing_package
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.errors import LgfaError
+
+log = logging.getLogger(__name__)
+
+# What onnxruntime raises for a graph file it cannot read or run.
+_LOAD_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+)
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs a bundle's ONNX graphs with onnxruntime.
+
+    Options: ``threads`` (intra-op threads, default: onnxruntime's choice) and ``device_id`` (CUDA).
+    On CUDA, inputs are bound from host memory and outputs stay in device memory until one copy
+    back per call (I/O binding), so onnxruntime allocates nothing per call. With ``precision="fp16"``
+    each graph uses its fp16 file where the bundle has one and its fp32 file otherwise.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        precision: str = "fp32",
+        threads: int | None = None,
+        device_id: int = 0,
+    ) -> None:
+        available = ort.get_available_providers()
+        has_cuda = "CUDAExecutionProvider" in available
+        if device == "auto":
+            device = "cuda" if has_cuda else "cpu"
+        if device == "cuda" and not has_cuda:
+            raise missing_package(self.name, "onnxruntime-gpu (CUDAExecutionProvider)", extra="gpu")
+        super().__init__(bundle, device, precision)
+        if precision != "fp32" and not any(precision in bundle.precisions(g) for g in bundle.graph_names):
+            raise LgfaError(f"bundle {bundle.root} has no {precision} graphs; re-export it with '--precision {precision}'")
+        self.device_id = device_id
+        if device == "cuda":
+            self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        else:
+            self._providers = ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._input_types: dict[str, dict[str, type]] = {}
+        for graph in bundle.graph_names:
+            use = precision if precision in bundle.precisions(graph) else "fp32"
+            path = bundle.graph_path(graph, use)
+            self._sessions[graph] = self._load(path, options)
+            self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._sessions[graph].get_inputs()}
+            self._check_io(graph, path)
+
+    def _load(self, path: Path, options: "ort.SessionOptions") -> "ort.InferenceSession":
+        try:
+            return ort.InferenceSession(str(path), options, providers=self._providers)
+        except _LOAD_ERRORS as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise LgfaError(
+                f"onnxruntime cannot load {path} ({reason}); the file is truncated or damaged: re-export the bundle"
+            ) from None
+
+    def _check_io(self, graph: str, path: Path) -> None:
+        """The graph file must have the inputs and outputs its manifest declares."""
+        spec = self.spec(graph)
+        session = self._sessions[graph]
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if inputs != spec.input_names or not set(spec.output_names) <= set(outputs):
+            raise LgfaError(
+                f"{path} has inputs {inputs} and outputs {outputs}, but the manifest declares "
+                f"{spec.input_names} -> {spec.output_names}; re-export the bundle"
+            )
+
+    def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._sessions[graph]
+        spec = self.spec(graph)
+        feed = {name: array.astype(self._input_types[graph][name], copy=False) for name, array in inputs.items()}
+        try:
+            if self.device == "cuda":
+                binding = session.io_binding()
+                for name, array in feed.items():
+                    binding.bind_cpu_input(name, array)
+                for name in spec.output_names:
+                    binding.bind_output(name, "cuda", self.device_id)
+                session.run_with_iobinding(binding)
+                values = binding.copy_outputs_to_cpu()
+            else:
+                values = session.run(spec.output_names, feed)
+        except _LOAD_ERRORS as exc:
+            raise LgfaError(f"onnxruntime failed to run graph {graph}: {str(exc).strip().splitlines()[0][:200]}") from None
+        return {
+            tensor.name: np.asarray(value).astype(tensor.dtype, copy=False)
+            for tensor, value in zip(spec.outputs, values)
+        }
+
+    def close(self) -> None:
+        self._sessions.clear()
+

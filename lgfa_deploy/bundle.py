@@ -1,0 +1,179 @@
+"""The bundle: graphs, weights, tokenizer vocabulary and the manifest that describes them.
+
+This module is the one reader and writer of ``manifest.json``. ``export`` writes bundles through
+it; the runtime opens them with :meth:`Bundle.open`, which checks the schema and every hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.graphs import GraphSpec
+
+FORMAT = "lgfa-bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "fp16")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(root: Path, name: str) -> dict[str, Any]:
+    """The manifest record of one file inside a bundle: name, sha256 and size."""
+    path = root / name
+    return {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def graph_file(name: str, precision: str) -> str:
+    """File name of a graph at a precision: ``synthesis.onnx``, ``synthesis.fp16.onnx``."""
+    return f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Bundle:
+    """An opened, checked bundle directory."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, verify_hashes: bool = True) -> "Bundle":
+        """Open a bundle; a missing, foreign, newer or tampered bundle raises :class:`LgfaError`."""
+        root = Path(path)
+        manifest_path = root / MANIFEST
+        if not root.is_dir():
+            raise LgfaError(f"bundle {root} does not exist; create one with 'lgfa export --out {root}'")
+        if not manifest_path.is_file():
+            raise LgfaError(f"{root} has no {MANIFEST}, so it is not a bundle; create one with 'lgfa export'")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LgfaError(f"{manifest_path} is not valid JSON ({exc}); re-export the bundle") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise LgfaError(f"{manifest_path} is not an lgfa bundle manifest; re-export the bundle")
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise LgfaError(
+                f"bundle {root} has schema version {version}, this lgfa-deploy reads {SCHEMA_VERSION}; "
+                "re-export it with this version"
+            )
+        bundle = cls(root, manifest)
+        if verify_hashes:
+            bundle.verify_hashes()
+        return bundle
+
+    # -- model facts ---------------------------------------------------------------------------
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.manifest["model"]
+
+    @property
+    def preset(self) -> str:
+        return self.model["preset"]
+
+    @property
+    def resolution(self) -> int:
+        return int(self.model["resolution"])
+
+    @property
+    def n_latent(self) -> int:
+        return int(self.model["n_latent"])
+
+    @property
+    def style_dim(self) -> int:
+        return int(self.model["style_dim"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model["embed_dim"])
+
+    @property
+    def frames(self) -> int:
+        return int(self.model["frames"])
+
+    @property
+    def prompt_template(self) -> str:
+        return self.model["prompt_template"]
+
+    @property
+    def random_init(self) -> bool:
+        return bool(self.manifest["provenance"]["random_init"])
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.root / self.manifest["tokenizer"]["file"]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.root / self.manifest["weights"]["file"]
+
+    @property
+    def graph_names(self) -> list[str]:
+        return list(self.manifest["graphs"])
+
+    def graph(self, name: str) -> GraphSpec:
+        """The declaration of graph ``name`` as written into the manifest."""
+        try:
+            return GraphSpec.from_dict(self.manifest["graphs"][name])
+        except KeyError:
+            raise LgfaError(f"bundle {self.root} has no graph {name!r}; it has {', '.join(self.graph_names)}") from None
+
+    def precisions(self, name: str) -> list[str]:
+        return list(self.manifest["graphs"][name]["files"])
+
+    def graph_path(self, name: str, precision: str = "fp32") -> Path:
+        files = self.manifest["graphs"][name]["files"]
+        if precision not in files:
+            raise LgfaError(
+                f"bundle {self.root} has no {precision} {name} graph; re-export with '--precision {precision}'"
+            )
+        return self.root / files[precision]["file"]
+
+    def file_entries(self) -> list[dict[str, Any]]:
+        """Every file record of the manifest (graphs, weights, tokenizer, engines)."""
+        entries = [self.manifest["tokenizer"], self.manifest["weights"]]
+        for graph in self.manifest["graphs"].values():
+            entries.extend(graph["files"].values())
+        entries.extend(self.manifest.get("engines", {}).values())
+        return entries
+
+    def verify_hashes(self) -> None:
+        """Raise :class:`LgfaError` naming the first missing or altered file."""
+        for entry in self.file_entries():
+            path = self.root / entry["file"]
+            if not path.is_file():
+                raise LgfaError(f"bundle {self.root} is missing {entry['file']}; re-export the bundle")
+            if sha256_file(path) != entry["sha256"]:
+                raise LgfaError(
+                    f"{path} does not match the sha256 in {MANIFEST} (changed or truncated); re-export the bundle"
+                )
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.root / MANIFEST, self.manifest)

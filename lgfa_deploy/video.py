@@ -1,0 +1,93 @@
+"""Writing frames: mp4 through OpenCV or a folder of PNGs, never half-written."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from lgfa_deploy.errors import LgfaError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise LgfaError("writing video needs OpenCV; install it with: pip install opencv-python-headless") from None
+    return cv2
+
+
+def _writable_parent(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LgfaError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise LgfaError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def write_frames(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> int:
+    """Write uint8 BGR frames to ``path``: a video file by suffix, else a folder of PNGs. Returns the count."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return write_video(path, frames, fps)
+    return write_png_folder(path, frames)
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> int:
+    """Encode frames into a temporary file beside ``path`` and rename it into place at the end."""
+    cv2 = _cv2()
+    path = Path(path)
+    _writable_parent(path)
+    fourcc = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}[path.suffix.lower()]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    writer = None
+    count = 0
+    try:
+        for frame in frames:
+            if writer is None:
+                height, width = frame.shape[:2]
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (width, height))
+                if not writer.isOpened():
+                    raise LgfaError(f"OpenCV cannot encode {path.suffix} here; write a PNG folder instead (--out DIR)")
+            writer.write(np.ascontiguousarray(frame))
+            count += 1
+        if writer is None:
+            raise LgfaError(f"no frames to write to {path}")
+        writer.release()
+        writer = None
+        os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.release()
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def write_png_folder(path: str | os.PathLike, frames: Iterable[np.ndarray]) -> int:
+    """Write ``frame_0000.png``... into a temporary folder, then rename it to ``path``."""
+    cv2 = _cv2()
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise LgfaError(f"{path} exists and is not an empty folder; choose another --out or remove it")
+    _writable_parent(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
+    try:
+        count = 0
+        for count, frame in enumerate(frames, start=1):
+            cv2.imwrite(str(tmp / f"frame_{count - 1:04d}.png"), frame)
+        if count == 0:
+            raise LgfaError(f"no frames to write to {path}")
+        if path.exists():
+            path.rmdir()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return count

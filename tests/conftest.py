@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny random models, and the GPU marker that skips cleanly without CUDA."""
+from __future__ import annotations
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """The tiny preset on seeded random weights, shared read-only by the tests."""
+    from training.checkpoints import load_models
+
+    return load_models(preset="tiny", random_init=True)

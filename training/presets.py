@@ -1,0 +1,65 @@
+"""Model presets: every size and name of one animation model, chosen by name."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One animation model: the StyleGAN2 it drives, its CLIP towers and its motion networks."""
+
+    name: str
+    resolution: int
+    description: str
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    channel_cap: int = 512
+    clip_model: str = "RN50"
+    loss_clip_model: str = "ViT-B-32"
+    embed_dim: int = 1024
+    motion_hidden: int = 384
+    motion_slope: float = 0.01
+    mapper_lr_mul: float = 0.01
+    train_frames: int = 4
+    frames: int = 16
+    prompt_template: str = "The person is {}."
+
+    @property
+    def n_latent(self) -> int:
+        """Number of W+ layers: 2 * log2(resolution / 2)."""
+        return 2 * int(math.log2(self.resolution)) - 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("ffhq-1024", 1024, "the paper: FFHQ StyleGAN2 at 1024 px, CLIP RN50, 18 latents"),
+        Preset("stylegan-512", 512, "512 px generators (the paper's dog, anime and art domains), 16 latents"),
+        Preset("ffhq-256", 256, "FFHQ StyleGAN2 at 256 px with the paper's CLIP RN50 and motion networks"),
+        Preset(
+            "tiny",
+            32,
+            "a few-second CPU model for tests: 32 px, narrow generator, tiny CLIP",
+            style_dim=64,
+            n_mlp=2,
+            channel_cap=32,
+            clip_model="tiny-rn",
+            loss_clip_model="tiny-vit",
+            embed_dim=64,
+            motion_hidden=32,
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``; unknown names list the choices."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
