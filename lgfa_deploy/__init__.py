@@ -1,0 +1,15 @@
+"""lgfa-deploy: language-guided face animation as real-time video.
+
+The runtime needs no torch::
+
+    import lgfa_deploy
+    animator = lgfa_deploy.open("engines/tiny", backend="onnxruntime")
+    frames = animator.animate("The person is smiling.", seed=0)   # uint8 BGR [T, H, W, 3]
+"""
+from lgfa_deploy.api import open  # noqa: A004 - the package's front door
+from lgfa_deploy.backends import open_backend
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.pipeline import Animator, StreamFrame
+
+__all__ = ["Animator", "LgfaError", "StreamFrame", "open", "open_backend"]
+__version__ = "0.1.0"

@@ -49,6 +49,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bundle is read by other users too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -160,7 +161,10 @@ class Bundle:
         """Every file record of the manifest (graphs, weights, tokenizer, engines)."""
         entries = [self.manifest["tokenizer"], self.manifest["weights"]]
         for graph in self.manifest["graphs"].values():
-            entries.extend(graph["files"].values())
+            for entry in graph["files"].values():
+                entries.append(entry)
+                if "external_data" in entry:  # graphs over 2 GiB keep their weights beside them
+                    entries.append(entry["external_data"])
         entries.extend(self.manifest.get("engines", {}).values())
         return entries
 

@@ -18,6 +18,7 @@ from lgfa_deploy.errors import LgfaError
 COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("lgfa_deploy.commands.animate", "turn one sentence into a video clip of a face"),
     "stream": ("lgfa_deploy.commands.stream", "animate sentence after sentence, to a window, an mp4 or a pipe"),
+    "align": ("lgfa_deploy.commands.align", "align a face photo by the FFHQ recipe (256 px for e4e, 1024 px FFHQ)"),
     "inspect": ("lgfa_deploy.commands.inspect", "say what a checkpoint, graph or bundle is"),
     "export": ("export.cli", "checkpoints -> a bundle of verified ONNX graphs"),
     "verify": ("export.verify", "check a bundle's graphs against PyTorch, TensorRT's operator list and its hashes"),
@@ -31,6 +32,7 @@ EPILOG = """examples:
   lgfa export --preset tiny --random-init --out engines/tiny
   lgfa animate --bundle engines/tiny --text "The person is smiling." --seed 0 --out clip.mp4
   lgfa inspect engines/tiny
+  lgfa align photo.jpg --out aligned.png
 
 'lgfa COMMAND --help' explains each command."""
 
@@ -40,7 +42,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [LgfaError]
     training_errors = sys.modules.get("training.errors")
     if training_errors is not None:
-        errors.append(training_errors.CheckpointError)
+        errors.append(training_errors.TrainingError)
     return tuple(errors)
 
 

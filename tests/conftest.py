@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random models, and the GPU marker that skips cleanly without CUDA."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -27,3 +29,11 @@ def tiny_models():
     from training.checkpoints import load_models
 
     return load_models(preset="tiny", random_init=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified tiny bundle on seeded random weights; read-only, copy it with ``tests.bundles.copy_bundle``."""
+    from tests.bundles import export_tiny
+
+    return export_tiny(tmp_path_factory.getbasetemp())

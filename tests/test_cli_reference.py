@@ -79,6 +79,7 @@ def test_animate_reference_png_folder_and_frames(tmp_path: Path, tiny_models) ->
          "does not exist"),
         (["animate", "--checkpoint", "missing.pt", "--text", TEXT, "--out", "x.mp4"], "does not exist"),
         (["inspect", "missing.bin"], "does not exist"),
+        (["animate", "--preset", "tiny", "--random-init", "--text", "smile " * 80, "--out", "x.mp4"], "tokens long"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture,

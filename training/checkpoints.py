@@ -235,6 +235,7 @@ def save_checkpoint(path: str | os.PathLike, models: Models, metadata: Mapping[s
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -358,7 +359,7 @@ def load_models(
     generator_random = rosinality is None and not own_generator
     is_random = file_random or model_state is None or generator_random
     if is_random:
-        log.warning("random-init: %s weights are random, so frames show no face", "some" if sources else "all")
+        log.info("random-init: %s weights are random", "some" if sources else "all")
     for p in generator.parameters():
         p.requires_grad_(False)
     return Models(chosen, model, generator, is_random, sources).eval()

@@ -123,7 +123,12 @@ class AnimationModel(nn.Module):
         decay: Decay = "linear",
     ) -> Tensor:
         """Per-frame W+ [B, T, L, S] from content W+ [B, L, S]: content + H_v(E_v) + H_t(m_t)."""
-        w = content[:, None] + self.motion_offsets(text_embedding, frames, image_embedding, decay)
+        offsets = self.motion_offsets(text_embedding, frames, image_embedding, decay)
+        return self.compose(content, offsets, image_embedding)
+
+    def compose(self, content: Tensor, offsets: Tensor, image_embedding: Tensor | None = None) -> Tensor:
+        """Per-frame W+ from content [B, L, S] and motion offsets [B, T, L, S], plus H_v(E_v) with an image."""
+        w = content[:, None] + offsets
         if image_embedding is not None:
             w = w + self.mapper.v_mapper(image_embedding)[:, None]
         return w

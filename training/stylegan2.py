@@ -149,8 +149,24 @@ def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[
     axes), computed as one depthwise convolution: a grouped transposed convolution of stride ``up``
     when upsampling, a grouped convolution otherwise.
     """
-    channels = x.shape[1]
     kh, kw = kernel.shape
+    return _upfirdn2d_static(x, kernel, x.shape[1], (kh, kw), up, down, pad)
+
+
+def _upfirdn2d_static(
+    x: Tensor,
+    kernel: Tensor,
+    channels: int,
+    kernel_size: tuple[int, int],
+    up: int,
+    down: int,
+    pad: tuple[int, int],
+) -> Tensor:
+    """:func:`upfirdn2d` with the channel count and kernel size given as Python ints.
+
+    Modules pass them from construction time, so that tracing for export sees no tensor-valued sizes.
+    """
+    kh, kw = kernel_size
     pad0, pad1 = pad
     weight = kernel.to(x.dtype)[None, None].repeat(channels, 1, 1, 1)
     if up == 1:
@@ -177,7 +193,8 @@ def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[
 def upfirdn2d_reference(
     x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
 ) -> Tensor:
-    """Textbook upfirdn2d: zero insertion, pad (crop if negative), depthwise conv with the flipped kernel, stride."""
+    """Textbook upfirdn2d: zero insertion, pad (crop where negative), depthwise conv with the
+    flipped kernel, then keep every ``down``-th pixel."""
     batch, channels, height, width = x.shape
     upsampled = x.new_zeros(batch, channels, height * up, width * up)
     upsampled[:, :, ::up, ::up] = x
@@ -187,7 +204,7 @@ def upfirdn2d_reference(
 
 
 def _upsample_blur_pad(blur_len: int, kernel_size: int, factor: int = 2) -> tuple[int, int]:
-    """Blur padding after a stride-``factor`` transposed conv, so the output is exactly ``factor`` times larger."""
+    """Blur padding after a stride-``factor`` transposed conv: the output is exactly ``factor`` times larger."""
     p = (blur_len - factor) - (kernel_size - 1)
     return (p + 1) // 2 + factor - 1, p // 2 + 1
 
@@ -261,29 +278,35 @@ class EqualLinear(nn.Module):
 
 
 class Blur(nn.Module):
-    """FIR blur with a fixed ``kernel`` buffer (upfirdn2d without resampling)."""
+    """FIR blur of ``channels`` channels with a fixed ``kernel`` buffer (upfirdn2d without resampling)."""
 
-    def __init__(self, taps: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1) -> None:
+    def __init__(
+        self, taps: Sequence[float], pad: tuple[int, int], channels: int, upsample_factor: int = 1
+    ) -> None:
         super().__init__()
         self.register_buffer("kernel", make_blur_kernel(taps, upsample_factor))
+        self.kernel_size = (len(taps), len(taps))
         self.pad = pad
+        self.channels = channels
 
     def forward(self, x: Tensor) -> Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+        return _upfirdn2d_static(x, self.kernel, self.channels, self.kernel_size, 1, 1, self.pad)
 
 
 class Upsample(nn.Module):
-    """2x FIR upsampling with a fixed ``kernel`` buffer."""
+    """FIR upsampling (default 2x) of ``channels`` channels with a fixed ``kernel`` buffer."""
 
-    def __init__(self, taps: Sequence[float], factor: int = 2) -> None:
+    def __init__(self, taps: Sequence[float], channels: int, factor: int = 2) -> None:
         super().__init__()
         self.register_buffer("kernel", make_blur_kernel(taps, factor))
+        self.kernel_size = (len(taps), len(taps))
         p = len(taps) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+        self.channels = channels
         self.factor = factor
 
     def forward(self, x: Tensor) -> Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+        return _upfirdn2d_static(x, self.kernel, self.channels, self.kernel_size, self.factor, 1, self.pad)
 
 
 class ModulatedConv2d(nn.Module):
@@ -308,7 +331,8 @@ class ModulatedConv2d(nn.Module):
         self.scale = 1.0 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
         if upsample:
-            self.blur = Blur(blur_taps, _upsample_blur_pad(len(blur_taps), kernel_size), upsample_factor=2)
+            pad = _upsample_blur_pad(len(blur_taps), kernel_size)
+            self.blur = Blur(blur_taps, pad, out_channel, upsample_factor=2)
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
 
@@ -367,7 +391,9 @@ class StyledConv(nn.Module):
         blur_taps: Sequence[float] = BLUR_TAPS,
     ) -> None:
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, 3, style_dim, upsample=upsample, blur_taps=blur_taps)
+        self.conv = ModulatedConv2d(
+            in_channel, out_channel, 3, style_dim, upsample=upsample, blur_taps=blur_taps
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
@@ -378,10 +404,12 @@ class StyledConv(nn.Module):
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to RGB (no demodulation), plus the upsampled skip image."""
 
-    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_taps: Sequence[float] = BLUR_TAPS) -> None:
+    def __init__(
+        self, in_channel: int, style_dim: int, upsample: bool = True, blur_taps: Sequence[float] = BLUR_TAPS
+    ) -> None:
         super().__init__()
         if upsample:
-            self.upsample = Upsample(blur_taps)
+            self.upsample = Upsample(blur_taps, 3)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
@@ -421,7 +449,8 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         _check_size(size)
-        for name, value in (("style_dim", style_dim), ("channel_multiplier", channel_multiplier), ("channel_cap", channel_cap)):
+        positive = {"style_dim": style_dim, "channel_multiplier": channel_multiplier, "channel_cap": channel_cap}
+        for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if n_mlp < 0:

@@ -24,6 +24,8 @@ _LOAD_ERRORS = (
     ort_state.NotImplemented,
     ort_state.RuntimeException,
 )
+PRECISION_GRAPHS = ("synthesis",)
+"""Graphs run at the requested precision; the others always run fp32."""
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
@@ -32,8 +34,10 @@ class OnnxRuntimeBackend(Backend):
 
     Options: ``threads`` (intra-op threads, default: onnxruntime's choice) and ``device_id`` (CUDA).
     On CUDA, inputs are bound from host memory and outputs stay in device memory until one copy
-    back per call (I/O binding), so onnxruntime allocates nothing per call. With ``precision="fp16"``
-    each graph uses its fp16 file where the bundle has one and its fp32 file otherwise.
+    back per call (I/O binding), so onnxruntime allocates nothing per call. ``precision="fp16"``
+    applies to synthesis, nearly all of the work; the small text, motion and mapping graphs stay
+    fp32, as in the torch backend (and onnxruntime 1.32's CPU provider crashes optimising the fp16
+    text encoder).
     """
 
     name = "onnxruntime"
@@ -53,8 +57,6 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda" and not has_cuda:
             raise missing_package(self.name, "onnxruntime-gpu (CUDAExecutionProvider)", extra="gpu")
         super().__init__(bundle, device, precision)
-        if precision != "fp32" and not any(precision in bundle.precisions(g) for g in bundle.graph_names):
-            raise LgfaError(f"bundle {bundle.root} has no {precision} graphs; re-export it with '--precision {precision}'")
         self.device_id = device_id
         if device == "cuda":
             self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
@@ -68,8 +70,7 @@ class OnnxRuntimeBackend(Backend):
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._input_types: dict[str, dict[str, type]] = {}
         for graph in bundle.graph_names:
-            use = precision if precision in bundle.precisions(graph) else "fp32"
-            path = bundle.graph_path(graph, use)
+            path = bundle.graph_path(graph, precision if graph in PRECISION_GRAPHS else "fp32")
             self._sessions[graph] = self._load(path, options)
             self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._sessions[graph].get_inputs()}
             self._check_io(graph, path)

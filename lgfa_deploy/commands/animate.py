@@ -5,8 +5,11 @@ import argparse
 import logging
 import time
 
+from lgfa_deploy.commands.stream import TEXT_RULES, add_content_arguments, add_runtime_arguments, open_animator
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.video import write_frames
+from lgfa_deploy.pipeline import check_seed, check_text, load_latent
+from lgfa_deploy.tokenizer import ClipTokenizer
+from lgfa_deploy.video import check_output, write_frames
 
 log = logging.getLogger(__name__)
 
@@ -14,15 +17,17 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Animate a face performing a sentence and write the frames as a video (.mp4) or a folder of PNGs.\n"
+        "With --bundle DIR it runs an exported bundle on --backend onnxruntime (default), tensorrt or torch. "
         "Without --bundle it runs the PyTorch reference networks straight from checkpoints "
-        "(--checkpoint/--stylegan) or random weights (--random-init)."
+        "(--checkpoint/--stylegan) or random weights (--random-init). " + TEXT_RULES
     )
-    parser.add_argument("--text", required=True, help='the sentence, e.g. "The person is smiling."')
-    parser.add_argument("--seed", type=int, default=0, help="face seed: z ~ N(0, I) through the mapping network")
+    parser.add_argument("--text", required=True, help='the sentence, e.g. "The person is smiling." (at most 77 tokens)')
+    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export'")
+    add_content_arguments(parser)
     parser.add_argument("--frames", type=int, default=None, help="frames in the clip (default: the model's, 16)")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate written into the video")
     parser.add_argument("--out", required=True, help="output .mp4 file, or a folder for PNG frames")
-    parser.add_argument("--backend", default=None, help="torch (reference, without --bundle)")
+    add_runtime_arguments(parser, backend_default=None)
     ref = parser.add_argument_group("reference networks (no --bundle)")
     ref.add_argument("--preset", default=None, help="model preset: tiny, ffhq-256, stylegan-512, ffhq-1024")
     ref.add_argument("--checkpoint", default=None, help="lgfa checkpoint (.safetensors) or reference Iter_*.pth")
@@ -36,18 +41,61 @@ def run(args: argparse.Namespace) -> int:
         raise LgfaError("--text is empty; give a sentence such as \"The person is smiling.\"")
     if args.frames is not None and args.frames < 2:
         raise LgfaError(f"--frames must be at least 2, got {args.frames}")
+    if args.bundle is not None:
+        return run_bundle(args)
     return run_reference(args)
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """The deployed path: a bundle on a backend, frames encoded while the next ones are computed."""
+    reference_options = [
+        f"--{name.replace('_', '-')}" for name in ("preset", "checkpoint", "stylegan") if getattr(args, name) is not None
+    ] + (["--random-init"] if args.random_init else [])
+    if reference_options:
+        raise LgfaError(f"with --bundle, {', '.join(reference_options)} cannot be used: a bundle brings its own weights")
+    args.backend = args.backend or "onnxruntime"
+    check_output(args.out)
+    started = time.perf_counter()
+    with open_animator(args, [args.text]) as animator:
+        if args.frames is not None and args.frames != animator.frames_per_text:
+            raise LgfaError(
+                f"the bundle's motion graph is unrolled for {animator.frames_per_text} frames; --frames "
+                f"{args.frames} needs a bundle exported with '--frames {args.frames}'"
+            )
+        content = animator.content(args.seed, args.latent)
+        count = write_frames(args.out, animator.stream([args.text], latent=content), fps=args.fps)
+        backend = animator.backend
+    note = " [random-init weights: the frames show no face]" if animator.bundle.random_init else ""
+    print(
+        f"wrote {count} frames of {animator.resolution}x{animator.resolution} to {args.out} "
+        f"({backend.name} on {backend.device}, {backend.precision}, {time.perf_counter() - started:.2f} s){note}"
+    )
+    return 0
 
 
 def run_reference(args: argparse.Namespace) -> int:
     """The PyTorch reference path: checkpoints in, frames out, no bundle."""
     if args.backend not in (None, "torch"):
         raise LgfaError(f"--backend {args.backend} needs --bundle DIR; without a bundle only the torch reference runs")
+    bundle_options = [
+        option for option, used in (
+            ("--device", args.device != "auto"), ("--precision", args.precision != "fp32"),
+            ("--micro-batch", args.micro_batch is not None), ("--compile", args.compile),
+        ) if used
+    ]
+    if bundle_options:
+        raise LgfaError(
+            f"without --bundle, {', '.join(bundle_options)} cannot be used: the reference networks run eager fp32 on the CPU"
+        )
     if args.preset is None and args.checkpoint is None and args.stylegan is None:
         raise LgfaError("give --bundle DIR, or --preset NAME --random-init, or --checkpoint/--stylegan files")
+    import torch
+
     from training.checkpoints import load_models
+    from training.clip_model import vocabulary_path
     from training.reference import animate_reference
 
+    text = check_text(ClipTokenizer(vocabulary_path()), args.text)
     started = time.perf_counter()
     try:
         models = load_models(
@@ -59,7 +107,11 @@ def run_reference(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # an unknown preset name
         raise LgfaError(str(exc)) from None
-    frames = animate_reference(models, args.text, seed=args.seed, frames=args.frames)
+    content = None
+    if args.latent is not None:
+        content = torch.from_numpy(load_latent(args.latent, models.preset.n_latent, models.preset.style_dim))
+    seed = 0 if args.seed is None else check_seed(args.seed)
+    frames = animate_reference(models, text, seed=seed, content=content, frames=args.frames)
     count = write_frames(args.out, frames, fps=args.fps)
     note = " [random-init weights: the frames show no face]" if models.random_init else ""
     print(

@@ -1,0 +1,115 @@
+"""``lgfa export``: checkpoints -> a bundle of verified ONNX graphs that every backend runs.
+
+Only argparse is imported at module level so that ``lgfa export --help`` answers at once; torch,
+onnx and the networks load when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lgfa_deploy.bundle import PRECISIONS
+from training.presets import PRESETS
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Write a bundle: the ONNX graphs text_encoder (tokens [batch, 77] -> embedding), motion (embedding ->
+W+ offsets for T frames), synthesis (W+ -> frames) and mapping (z -> w, for seed mode), the weights
+as safetensors for the torch backend, the tokenizer vocabulary and manifest.json describing all of
+them. The bundle is verified (lgfa verify) before it is moved into place; nothing is left behind
+when the export fails or is interrupted.
+
+Weights come from one of:
+  --checkpoint FILE              this project's checkpoint (.safetensors) or the reference
+                                 implementation's Iter_*.pth (add --stylegan FILE when it does not
+                                 record the generator)
+  --preset NAME --random-init    random weights for every network (tests, benchmarks)
+  --stylegan FILE --random-init  a real StyleGAN2 (rosinality .pt) with random motion and CLIP weights"""
+
+EXAMPLES = """\
+examples:
+  lgfa export --preset tiny --random-init --out engines/tiny
+  lgfa export --checkpoint runs/ffhq/last.safetensors --out engines/ffhq --precision fp32,fp16
+  lgfa export --checkpoint Iter_000800.pth --stylegan 550000.pt --out engines/paper
+  lgfa export --stylegan 550000.pt --random-init --frames 24 --out engines/ffhq-random --force
+
+then:
+  lgfa verify engines/tiny
+  lgfa build-engines engines/tiny --fp16"""
+
+
+def precision_list(text: str) -> tuple[str, ...]:
+    """``fp32``, ``fp16`` or ``fp32,fp16`` -> the precisions, in canonical order."""
+    wanted = {p.strip() for p in text.split(",") if p.strip()}
+    unknown = wanted - set(PRECISIONS)
+    if not wanted or unknown:
+        raise argparse.ArgumentTypeError(f"give precisions from {', '.join(PRECISIONS)} separated by commas, got {text!r}")
+    return tuple(p for p in PRECISIONS if p in wanted)
+
+
+def _positive(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"give a whole number of at least {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    source = parser.add_argument_group("weights")
+    source.add_argument("--checkpoint", metavar="FILE", help="project checkpoint or reference Iter_*.pth")
+    source.add_argument("--stylegan", metavar="FILE", help="rosinality StyleGAN2 checkpoint (g_ema) to use")
+    source.add_argument("--preset", choices=list(PRESETS), help="model sizes, for --random-init")
+    source.add_argument("--random-init", action="store_true", help="random weights where no file gives them")
+    source.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle directory to write")
+    parser.add_argument(
+        "--frames", type=_positive(2), metavar="T", help="frames the motion graph is unrolled for (default: the preset's, 16)"
+    )
+    parser.add_argument(
+        "--precision", type=precision_list, default=("fp32",), metavar="LIST",
+        help="graph precisions: fp32, fp16 (for GPU execution providers and TensorRT) or fp32,fp16 (default: fp32)",
+    )
+    parser.add_argument(
+        "--max-batch", type=_positive(1), default=16, metavar="N", help="largest batch each graph declares (default: 16)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out (after success)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lgfa_deploy.errors import LgfaError
+
+    if not args.checkpoint and not args.random_init:
+        raise LgfaError("say where the weights come from: --checkpoint FILE, or --random-init with --preset NAME or --stylegan FILE")
+    from export.bundle_writer import export_bundle
+
+    summary = export_bundle(
+        args.out,
+        preset=args.preset,
+        checkpoint=args.checkpoint,
+        stylegan=args.stylegan,
+        random_init=args.random_init,
+        seed=args.seed,
+        frames=args.frames,
+        precisions=args.precision,
+        max_batch=args.max_batch,
+        force=args.force,
+    )
+    for graph in summary.graphs:
+        sizes = ", ".join(f"{p} {b / 2**20:.1f} MiB" for p, b in graph.bytes.items())
+        log.info("  %-13s %s, %.1f s", graph.name, sizes, graph.seconds)
+    log.info(
+        "wrote %s: exported in %.1f s, verified in %.1f s",
+        summary.out, summary.export_seconds, summary.verify_seconds,
+    )
+    return 0

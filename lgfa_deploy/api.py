@@ -1,0 +1,41 @@
+"""The Python API, as small as the command line.
+
+    import lgfa_deploy
+    with lgfa_deploy.open("engines/tiny", backend="onnxruntime") as animator:
+        frames = animator.animate("The person is smiling.", seed=3)   # uint8 BGR [T, H, W, 3]
+        for frame in animator.stream(["The person is smiling.", "The person is angry."]):
+            ...                                                       # uint8 BGR [H, W, 3]
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lgfa_deploy.backends.base import open_backend
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.pipeline import Animator
+
+
+def open(  # noqa: A001 - the API's front door, as in ``lgfa_deploy.open(bundle)``
+    bundle_dir: str | os.PathLike[str],
+    backend: str = "onnxruntime",
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    micro_batch: int | None = None,
+    verify_hashes: bool = True,
+    **backend_options: Any,
+) -> Animator:
+    """Open a bundle on a backend ("onnxruntime", "tensorrt" or "torch") and return its :class:`Animator`.
+
+    ``device``: "cpu", "cuda" or "auto" (the GPU when the backend finds one); ``precision``: "fp32" or
+    "fp16"; ``backend_options`` go to the backend class (e.g. ``compile=True`` for torch). A missing or
+    tampered bundle, an unknown or uninstalled backend raise :class:`lgfa_deploy.errors.LgfaError`.
+    """
+    bundle = Bundle.open(bundle_dir, verify_hashes=verify_hashes)
+    runtime = open_backend(backend, bundle, device=device, precision=precision, **backend_options)
+    try:
+        return Animator(bundle, runtime, micro_batch=micro_batch)
+    except BaseException:
+        runtime.close()
+        raise

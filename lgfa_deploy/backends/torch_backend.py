@@ -1,0 +1,160 @@
+"""The torch backend: the bundle's weights in the PyTorch networks of ``training/``.
+
+On a GPU the synthesis network, which is nearly all of the work, runs in FP16 (the generator keeps
+the demodulation statistics in FP32) with channels_last activations, optionally through
+``torch.compile``, and is replayed from one CUDA graph per batch size; the conversion to uint8 BGR
+is part of that graph, so each frame crosses to the host as 3 bytes a pixel. The small text,
+motion and mapping networks run eagerly in FP32. On the CPU everything runs plain eager FP32.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lgfa_deploy.backends.base import Backend
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.errors import LgfaError
+from training.checkpoints import load_models
+from training.clip_model import TextEncoder
+from training.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+WARMUP_RUNS = 3
+
+
+def uint8_bgr(images: Tensor) -> Tensor:
+    """Images [N, 3, H, W] in [-1, 1] (any float dtype) -> uint8 [N, H, W, 3] BGR, rounded in FP32."""
+    pixels = ((images.float() + 1) * 127.5).clamp_(0, 255).round_().to(torch.uint8)
+    return pixels.flip(1).permute(0, 2, 3, 1).contiguous()
+
+
+class TorchBackend(Backend):
+    """Runs a bundle with PyTorch.
+
+    Options (GPU only; the CPU always runs eager FP32): ``cuda_graphs`` (default True) replays
+    synthesis from a CUDA graph captured per batch size after warm-up runs; ``channels_last``
+    (default True); ``compile`` (default False; True or a ``torch.compile`` mode string) compiles
+    the synthesis network first, which costs minutes once per batch size and process.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        precision: str = "fp32",
+        cuda_graphs: bool = True,
+        channels_last: bool = True,
+        compile: bool | str = False,
+    ) -> None:
+        has_cuda = torch.cuda.is_available()
+        if device == "auto":
+            device = "cuda" if has_cuda else "cpu"
+        if device == "cuda" and not has_cuda:
+            raise LgfaError("device cuda was asked for, but torch finds no CUDA GPU; use --device cpu")
+        if device == "cpu" and precision == "fp16":
+            raise LgfaError("the torch backend runs fp16 on a GPU only; use --precision fp32 on the CPU")
+        super().__init__(bundle, device, precision)
+        try:
+            models = load_models(checkpoint=str(bundle.weights_path))
+        except CheckpointError as exc:
+            raise LgfaError(f"cannot load the weights of bundle {bundle.root}: {exc}") from None
+        preset = models.preset
+        found = (preset.resolution, preset.n_latent, preset.style_dim, preset.embed_dim)
+        declared = (bundle.resolution, bundle.n_latent, bundle.style_dim, bundle.embed_dim)
+        if found != declared:
+            raise LgfaError(
+                f"the weights of bundle {bundle.root} are for (resolution, latents, style, embedding) {found}, "
+                f"its manifest declares {declared}; re-export the bundle"
+            )
+        on_gpu = device == "cuda"
+        self._device = torch.device(device)
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._frames = bundle.frames
+        self._model = models.model.to(self._device).eval()
+        self._text_encoder = TextEncoder(self._model.encoder).eval()
+        generator = models.generator
+        # Mapping stays FP32: it is tiny, and seeds should give the same face at either precision.
+        mapping = copy.deepcopy(generator.style) if precision == "fp16" else generator.style
+        self._mapping = mapping.to(self._device).eval()
+        generator = generator.to(self._device, self._dtype).eval()
+        if on_gpu and channels_last:
+            generator = generator.to(memory_format=torch.channels_last)
+        self._generator = generator
+        self._use_graphs = on_gpu and cuda_graphs
+        self._render: Callable[[Tensor], Tensor] = self._render_eager
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True
+            if compile:
+                mode = compile if isinstance(compile, str) else "max-autotune-no-cudagraphs"
+                self._render = torch.compile(self._render_eager, mode=mode, dynamic=False)
+        elif compile:
+            log.info("torch.compile is used on the GPU only; the CPU runs eager")
+        self._graphs: dict[int, tuple[Tensor, Tensor, torch.cuda.CUDAGraph]] = {}
+        self._pool = None
+
+    # -- graphs ----------------------------------------------------------------------------------
+    def _render_eager(self, latents: Tensor) -> Tensor:
+        """Device latents [B, L, S] (FP32) -> device uint8 BGR frames [B, H, W, 3]."""
+        return uint8_bgr(self._generator.synthesis(latents.to(self._dtype)))
+
+    def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = {name: torch.from_numpy(array).to(self._device) for name, array in inputs.items()}
+        with torch.inference_mode():
+            if graph == "text_encoder":
+                out = self._text_encoder(x["tokens"])
+            elif graph == "motion":
+                out = self._model.motion_offsets(x["text_embedding"], self._frames, decay="linear")
+            elif graph == "mapping":
+                out = self._mapping(x["z"])
+            elif graph == "synthesis":
+                out = self._generator.synthesis(x["latents"].to(self._dtype))
+            else:
+                raise LgfaError(f"the torch backend has no network for graph {graph!r}")
+            out = out.float().cpu().numpy()
+        return {self.spec(graph).outputs[0].name: out}
+
+    def frames(self, latents: np.ndarray) -> np.ndarray:
+        batch, checked = self.check_inputs("synthesis", {"latents": latents})
+        host = torch.from_numpy(checked["latents"])
+        if not self._use_graphs:
+            with torch.inference_mode():
+                return self._render(host.to(self._device)).cpu().numpy()
+        static_in, static_out, graph = self._graphs.get(batch) or self._capture(batch)
+        with torch.no_grad():
+            static_in.copy_(host)
+            graph.replay()
+            return static_out.cpu().numpy()
+
+    def _capture(self, batch: int) -> tuple[Tensor, Tensor, "torch.cuda.CUDAGraph"]:
+        """Warm up (cuDNN autotuning, compilation) on a side stream, then capture synthesis for ``batch``."""
+        log.debug("capturing a CUDA graph of synthesis for batch %d", batch)
+        static_in = torch.zeros((batch, self.bundle.n_latent, self.bundle.style_dim), device=self._device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(WARMUP_RUNS):
+                self._render(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        # Graphs share one memory pool: they are replayed one at a time, from one thread.
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
+            static_out = self._render(static_in)
+        self._graphs[batch] = (static_in, static_out, graph)
+        return self._graphs[batch]
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self._pool = None
+        self._model = self._text_encoder = self._mapping = self._generator = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()

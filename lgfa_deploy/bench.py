@@ -1,0 +1,756 @@
+"""Latency and throughput of a bundle per backend, precision, batch and pipeline stage.
+
+Every configuration runs in one process, one after the other, on the same inputs, so that their
+ratios are fair; the baseline, PyTorch eager FP32 at batch 1 (how the reference implementation
+runs), is measured in the same run and every row states its ratio to it.
+
+Stages (a "call" processes ``batch`` texts or frames):
+
+========== =============================================================================
+tokenize     CLIP BPE of ``batch`` sentences
+text_encoder tokens -> text embeddings
+motion       text embeddings -> per-frame W+ offsets (T frames each)
+synthesis    W+ -> float images, ``batch`` frames (``backend.run``)
+frames       W+ -> uint8 BGR frames as the pipeline calls it (``backend.frames``: synthesis plus
+             the conversion, on the device for GPU backends)
+postprocess  float images -> uint8 BGR on the host
+encode       ``batch`` uint8 frames appended to an mp4 (OpenCV)
+first_frame  a new sentence -> its first frame, through :meth:`Animator.stream_frames` (latency)
+stream       sustained frames/s of :meth:`Animator.stream` over ``--frames`` frames, micro-batch
+             ``batch`` (percentiles: the interval between frames)
+stream_encode the same, each frame written to an mp4
+========== =============================================================================
+
+Timing: ``time.perf_counter`` around each call. Backends return host arrays, so the device work of
+a call has finished when it returns; for the torch backend on a GPU the region also ends with
+``torch.cuda.synchronize()``. Percentiles are numpy's linear interpolation over ``iters`` calls
+after ``warmup`` untimed ones. ``fps`` is frames per second: ``items_per_call * 1000 / p50_ms``
+(for text stages, the frames a call's texts become: ``batch * T``), and for the stream stages
+frames over the wall time from the first to the last frame. ``ratio`` is ``fps / baseline fps``
+of the same stage (``baseline p50 / p50`` for first_frame, a latency).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from lgfa_deploy import device_info
+from lgfa_deploy.backends import open_backend, to_uint8_bgr
+from lgfa_deploy.backends.base import Backend
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.errors import LgfaError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "lgfa-bench/1"
+STAGES = (
+    "tokenize",
+    "text_encoder",
+    "motion",
+    "synthesis",
+    "frames",
+    "postprocess",
+    "encode",
+    "first_frame",
+    "stream",
+    "stream_encode",
+)
+LATENCY_STAGES = ("first_frame",)
+"""Stages that measure a latency, not a rate: no fps; their ratio compares p50 latencies."""
+FRAME_STAGES = ("synthesis", "frames")
+"""Stages whose work is the synthesis network: they get achieved FLOP/s and bandwidth."""
+DEFAULT_TEXTS = (
+    "The person is smiling.",
+    "The person is angry.",
+    "The person is surprised.",
+    "The person is talking.",
+)
+BASELINE = {"backend": "torch", "precision": "fp32", "batch": 1}
+
+
+def sig(value: float | None, digits: int = 6) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (None stays None)."""
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+@dataclass
+class BenchConfig:
+    """What to measure."""
+
+    bundle: Path
+    backends: list[str]
+    batches: list[int]
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    frames: int = 64
+    iters: int = 20
+    warmup: int = 3
+    device: str = "auto"
+    threads: int | None = None
+    texts: list[str] = field(default_factory=lambda: list(DEFAULT_TEXTS))
+    seed: int = 0
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline: bool = True
+    measure_cpu_peak: bool = True
+    stages: tuple[str, ...] = STAGES
+
+
+@dataclass
+class Timing:
+    """Latencies of one stage in milliseconds."""
+
+    samples_ms: list[float]
+    items_per_call: int
+    fps: float | None = None  # when not simply items_per_call / p50 (the stream stages)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.samples_ms, q))
+
+    def row(self) -> dict[str, Any]:
+        p50 = self.percentile(50)
+        fps = self.fps if self.fps is not None else (self.items_per_call * 1000.0 / p50 if p50 > 0 else None)
+        return {
+            "p50_ms": sig(p50),
+            "p90_ms": sig(self.percentile(90)),
+            "p99_ms": sig(self.percentile(99)),
+            "mean_ms": sig(float(np.mean(self.samples_ms))),
+            "fps": None if fps is None else sig(fps),
+            "items_per_call": self.items_per_call,
+            "samples": len(self.samples_ms),
+            **self.extra,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+
+def _synchronizer(backend: Backend) -> Callable[[], None]:
+    """What ends a timed region on ``backend``'s device (a no-op where results are host arrays)."""
+    torch = sys.modules.get("torch")
+    if backend.device == "cuda" and torch is not None and torch.cuda.is_available():
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def time_calls(fn: Callable[[], Any], iters: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    """Milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+class GpuMemory:
+    """Peak device memory of this process while a backend runs, in MiB.
+
+    torch: its caching allocator's peak reservation. Other backends: what nvidia-smi reports for
+    this process, sampled after every stage (onnxruntime's and TensorRT's allocations persist, so
+    the last sample is close to the peak).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.peak: float | None = None
+        self.method: str | None = None
+        if backend.device != "cuda":
+            return
+        torch = sys.modules.get("torch")
+        if backend.name == "torch" and torch is not None:
+            torch.cuda.reset_peak_memory_stats()
+            self.method = "torch.cuda.max_memory_reserved"
+        else:
+            self.method = "nvidia-smi used_memory of this process"
+
+    def sample(self) -> None:
+        if self.method is None:
+            return
+        if self.method.startswith("torch"):
+            value = sys.modules["torch"].cuda.max_memory_reserved() / 2**20
+        else:
+            value = _process_gpu_memory_mib()
+        if value is not None:
+            self.peak = max(self.peak or 0.0, value)
+
+
+def _process_gpu_memory_mib() -> float | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(os.getpid()):
+            try:
+                return float(parts[1])
+            except ValueError:
+                return None
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# One backend at one precision
+
+
+class StageRunner:
+    """Measures every stage of one opened backend at a batch size."""
+
+    def __init__(self, bundle: Bundle, backend: Backend, config: BenchConfig, workdir: Path) -> None:
+        from lgfa_deploy.pipeline import Animator
+
+        self.bundle = bundle
+        self.backend = backend
+        self.config = config
+        self.workdir = workdir
+        self.sync = _synchronizer(backend)
+        self.memory = GpuMemory(backend)
+        self.animator_cls = Animator
+        probe = Animator(bundle, backend, micro_batch=1)
+        self.tokenizer = probe.tokenizer
+        # Realistic per-frame W+: the first text's clip for the first seed; tiled to any batch.
+        self.clip_latents = probe.latents(config.texts[0], seed=config.seed)
+        self.T = bundle.frames
+
+    def _texts(self, batch: int) -> list[str]:
+        return [self.config.texts[i % len(self.config.texts)] for i in range(batch)]
+
+    def _latents(self, batch: int) -> np.ndarray:
+        reps = math.ceil(batch / len(self.clip_latents))
+        return np.ascontiguousarray(np.concatenate([self.clip_latents] * reps)[:batch])
+
+    def _timed(self, fn: Callable[[], Any], items: int) -> Timing:
+        samples = time_calls(fn, self.config.iters, self.config.warmup, self.sync)
+        self.memory.sample()
+        return Timing(samples, items)
+
+    def measure(self, batch: int) -> dict[str, Timing]:
+        """Timings of every configured stage at ``batch``."""
+        cfg = self.config
+        backend = self.backend
+        texts = self._texts(batch)
+        tokens = self.tokenizer(texts)
+        embedding = backend.run("text_encoder", {"tokens": tokens})["text_embedding"]
+        latents = self._latents(batch)
+        images = backend.run("synthesis", {"latents": latents})["image"]
+        frames = to_uint8_bgr(images)
+        out: dict[str, Timing] = {}
+        wanted = set(cfg.stages)
+        if "tokenize" in wanted:
+            out["tokenize"] = self._timed(lambda: self.tokenizer(texts), batch * self.T)
+        if "text_encoder" in wanted:
+            out["text_encoder"] = self._timed(lambda: backend.run("text_encoder", {"tokens": tokens}), batch * self.T)
+        if "motion" in wanted:
+            out["motion"] = self._timed(lambda: backend.run("motion", {"text_embedding": embedding}), batch * self.T)
+        if "synthesis" in wanted:
+            out["synthesis"] = self._timed(lambda: backend.run("synthesis", {"latents": latents}), batch)
+        if "frames" in wanted:
+            out["frames"] = self._timed(lambda: backend.frames(latents), batch)
+        if "postprocess" in wanted:
+            out["postprocess"] = self._timed(lambda: to_uint8_bgr(images), batch)
+        if "encode" in wanted:
+            out["encode"] = self._encode(frames)
+        if "first_frame" in wanted:
+            out["first_frame"] = self._first_frame(batch)
+        if "stream" in wanted:
+            out["stream"] = self._stream(batch, encode=False)
+        if "stream_encode" in wanted:
+            out["stream_encode"] = self._stream(batch, encode=True)
+        return out
+
+    def _encode(self, frames: np.ndarray) -> Timing:
+        from lgfa_deploy.video import VideoSink
+
+        height, width = frames.shape[1:3]
+        with VideoSink(self.workdir / "encode.mp4", 25.0, (width, height)) as sink:
+
+            def write() -> None:
+                for frame in frames:
+                    sink.write(frame)
+
+            timing = self._timed(write, len(frames))
+        return timing
+
+    def _first_frame(self, batch: int) -> Timing:
+        """A sentence not seen before -> its first frame (text encoder, motion, mapping, one synthesis)."""
+        animator = self.animator_cls(self.bundle, self.backend, micro_batch=batch, cache_texts=0)
+        text = self.config.texts[0]
+
+        def first() -> None:
+            stream = animator.stream_frames([text], seed=self.config.seed)
+            try:
+                next(stream)
+            finally:
+                stream.close()
+
+        samples = []
+        for i in range(self.config.warmup + self.config.iters):
+            start = time.perf_counter()
+            first()
+            self.sync()
+            elapsed = (time.perf_counter() - start) * 1000.0
+            # Untimed: wait for the producer's batch in flight (mapping takes the backend lock).
+            animator.content(self.config.seed)
+            if i >= self.config.warmup:
+                samples.append(elapsed)
+        self.memory.sample()
+        return Timing(samples, 1, extra={"clip_frames": self.T})
+
+    def _stream_texts(self) -> list[str]:
+        count = 1 + max(0, math.ceil((self.config.frames - self.T) / max(self.T - 1, 1)))
+        return [self.config.texts[i % len(self.config.texts)] for i in range(count)]
+
+    def _stream(self, batch: int, encode: bool) -> Timing:
+        """Sustained frames/s of ``Animator.stream`` with micro-batch ``batch``, optionally into an mp4."""
+        from lgfa_deploy.video import VideoSink
+
+        animator = self.animator_cls(self.bundle, self.backend, micro_batch=batch)
+        texts = self._stream_texts()
+        resolution = self.bundle.resolution
+
+        def run(limit: int) -> list[float]:
+            stamps = [time.perf_counter()]
+            sink = VideoSink(self.workdir / "stream.mp4", 25.0, (resolution, resolution)) if encode else None
+            stream = animator.stream(texts, seed=self.config.seed)
+            try:
+                for count, frame in enumerate(stream, start=1):
+                    if sink is not None:
+                        sink.write(frame)
+                    stamps.append(time.perf_counter())
+                    if count >= limit:
+                        break
+            finally:
+                stream.close()
+                if sink is not None:
+                    sink.close()
+            animator.content(self.config.seed)  # waits for a batch still in flight (untimed)
+            return stamps
+
+        if self.config.warmup:  # the first single-frame batch and one full micro-batch
+            run(min(batch + 1, self.config.frames))
+        stamps = run(self.config.frames)
+        self.memory.sample()
+        intervals = list(np.diff(stamps[1:]) * 1000.0) or [(stamps[-1] - stamps[0]) * 1000.0]
+        frames = len(stamps) - 1
+        sustained = (frames - 1) / (stamps[-1] - stamps[1]) if frames > 1 and stamps[-1] > stamps[1] else None
+        return Timing(
+            intervals,
+            1,
+            fps=sustained,
+            extra={
+                "frames_streamed": frames,
+                "wall_ms": sig((stamps[-1] - stamps[0]) * 1000.0),
+                "first_frame_ms": sig((stamps[1] - stamps[0]) * 1000.0),
+            },
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _open(
+    name: str, bundle: Bundle, device: str, precision: str, options: dict[str, Any], threads: int | None
+) -> Backend:
+    opts = dict(options)
+    if name == "torch":
+        _set_torch_threads(threads)
+    elif name == "onnxruntime" and threads is not None and device != "cuda":
+        opts.setdefault("threads", threads)
+    return open_backend(name, bundle, device=device, precision=precision, **opts)
+
+
+def _baseline_options(device: str) -> dict[str, Any]:
+    """The torch backend as the reference runs: eager, FP32, no CUDA graphs, default memory layout."""
+    return {"cuda_graphs": False, "channels_last": False, "compile": False} if device == "cuda" else {}
+
+
+def _resolve_device(name: str, backends: list[str]) -> str:
+    """``auto`` -> "cuda" when a compared backend finds a GPU, else "cpu"."""
+    if name != "auto":
+        return name
+    if "tensorrt" in backends or "onnxruntime" in backends:
+        try:
+            import onnxruntime
+
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                return "cuda"
+        except ImportError:
+            pass
+    if "torch" in backends:
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
+def check_config(config: BenchConfig, bundle: Bundle) -> None:
+    """Bad settings raise :class:`LgfaError` before anything is opened."""
+    spec = bundle.graph("synthesis").batch
+    text_spec = bundle.graph("text_encoder").batch
+    for batch in config.batches:
+        if not spec.min <= batch <= spec.max or batch > text_spec.max:
+            raise LgfaError(
+                f"batch {batch} is outside what bundle {bundle.root} declares "
+                f"(synthesis {spec.min}-{spec.max}, text encoder {text_spec.min}-{text_spec.max})"
+            )
+    for name, value in (("iters", config.iters), ("frames", config.frames)):
+        if value < 1:
+            raise LgfaError(f"--{name} must be at least 1, got {value}")
+    if config.warmup < 0:
+        raise LgfaError(f"--warmup must be 0 or more, got {config.warmup}")
+    if config.threads is not None and config.threads < 1:
+        raise LgfaError(f"--threads must be at least 1, got {config.threads}")
+    unknown = sorted(set(config.stages) - set(STAGES))
+    if unknown:
+        raise LgfaError(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    if not config.texts or not all(t.strip() for t in config.texts):
+        raise LgfaError("give at least one non-empty --text")
+
+
+def bundle_description(bundle: Bundle) -> dict[str, Any]:
+    """Preset, resolution and weight provenance of a bundle, for the results file."""
+    return {
+        "path": str(bundle.root),
+        "preset": bundle.preset,
+        "resolution": bundle.resolution,
+        "n_latent": bundle.n_latent,
+        "style_dim": bundle.style_dim,
+        "frames": bundle.frames,
+        "random_init": bundle.random_init,
+        "provenance": bundle.manifest.get("provenance", {}),
+        "exporter": bundle.manifest.get("exporter", {}),
+        "created": bundle.manifest.get("created"),
+        "graphs": {
+            name: {p: entry["sha256"] for p, entry in bundle.manifest["graphs"][name]["files"].items()}
+            for name in bundle.graph_names
+        },
+    }
+
+
+def synthesis_costs(bundle: Bundle, precisions: list[str], batches: list[int]) -> dict[str, dict[str, Any]]:
+    """FLOPs and bytes of the synthesis graph per precision, at batch 1 and per frame at each batch.
+
+    The cost is linear in the batch (weights are read once per run, activations scale), so it is
+    counted at batches 1 and 2 and extended to the others.
+    """
+    from lgfa_deploy.flops import graph_cost
+
+    costs: dict[str, dict[str, Any]] = {}
+    for precision in precisions:
+        graph_precision = precision if precision in bundle.precisions("synthesis") else "fp32"
+        path = bundle.graph_path("synthesis", graph_precision)
+        one = graph_cost(path, batch=1)
+        two = graph_cost(path, batch=2)
+        per_batch = {}
+        for b in sorted(set(batches) | {1}):
+            flops = one.flops + (b - 1) * (two.flops - one.flops)
+            nbytes = one.bytes + (b - 1) * (two.bytes - one.bytes)
+            min_bytes = one.min_bytes + (b - 1) * (two.min_bytes - one.min_bytes)
+            per_batch[str(b)] = {
+                "flops_per_frame": flops / b,
+                "bytes_per_frame": nbytes / b,
+                "min_bytes_per_frame": min_bytes / b,
+            }
+        costs[precision] = {"graph": path.name, "graph_precision": graph_precision, "batch_1": one.to_dict(), "per_frame": per_batch}
+    return costs
+
+
+def _physical(row: dict[str, Any], costs: dict[str, Any], peaks: dict[str, Any]) -> dict[str, Any]:
+    """Achieved FLOP/s and bytes/s of a synthesis row and their fractions of the device peaks."""
+    cost = costs.get(row["precision"])
+    if cost is None or row.get("fps") is None:
+        return {}
+    per_frame = cost["per_frame"][str(row["batch"])]
+    fps = row["fps"]
+    achieved_tflops = per_frame["flops_per_frame"] * fps / 1e12
+    achieved_gbps = per_frame["bytes_per_frame"] * fps / 1e9
+    peak_tflops = peaks.get("fp16_tflops" if row["precision"] == "fp16" else "fp32_tflops")
+    bandwidth = peaks.get("bandwidth_gbps")
+    bounds = []
+    if peak_tflops:
+        bounds.append(peak_tflops * 1e12 / per_frame["flops_per_frame"])
+    if bandwidth:
+        bounds.append(bandwidth * 1e9 / per_frame["bytes_per_frame"])
+    return {
+        "flops_per_frame": per_frame["flops_per_frame"],
+        "bytes_per_frame": per_frame["bytes_per_frame"],
+        "achieved_tflops": sig(achieved_tflops),
+        "flops_fraction": sig(achieved_tflops / peak_tflops) if peak_tflops else None,
+        "achieved_gbps": sig(achieved_gbps),
+        "bandwidth_fraction": sig(achieved_gbps / bandwidth) if bandwidth else None,
+        "roofline_fps": sig(min(bounds)) if bounds else None,
+    }
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    """Give every row its ratio to the baseline row of the same stage (None where there is none)."""
+    baseline = {r["stage"]: r for r in results if r.get("baseline")}
+    for row in results:
+        base = baseline.get(row["stage"])
+        if base is None:
+            row["ratio"] = None
+        elif row["stage"] in LATENCY_STAGES or row.get("fps") is None or not base.get("fps"):
+            row["ratio"] = sig(base["p50_ms"] / row["p50_ms"]) if row["p50_ms"] > 0 else None
+        else:
+            row["ratio"] = sig(row["fps"] / base["fps"])
+
+
+def _rows(
+    backend: str, precision: str, batch: int, timings: dict[str, Timing], options: dict[str, Any], baseline: bool
+) -> list[dict[str, Any]]:
+    rows = []
+    for stage, timing in timings.items():
+        row = {"backend": backend, "precision": precision, "batch": batch, "stage": stage, **timing.row()}
+        if stage in LATENCY_STAGES:
+            row["fps"] = None
+        row["options"] = options
+        row["baseline"] = baseline
+        rows.append(row)
+    return rows
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Measure every configuration of ``config`` in this process; returns the results document."""
+    bundle = Bundle.open(config.bundle)
+    check_config(config, bundle)
+    device = _resolve_device(config.device, config.backends)
+    threads = config.threads
+    if threads is None and device == "cpu":
+        threads = device_info.cpu_description()["usable_cpus"]
+    started = _dt.datetime.now(_dt.timezone.utc)
+    log.info("bench: bundle %s (%s, %d px) on %s, %s threads", bundle.root, bundle.preset, bundle.resolution, device, threads)
+
+    plan: list[tuple[str, str, dict[str, Any], list[int], bool]] = []
+    baseline_options = _baseline_options(device)
+    # The baseline is the torch FP32 configuration itself where that already runs eager (the CPU).
+    baseline_inside = (
+        config.baseline
+        and device == "cpu"
+        and "torch" in config.backends
+        and "fp32" in config.precisions
+        and 1 in config.batches
+        and not config.backend_options.get("torch")
+    )
+    if config.baseline and not baseline_inside:
+        plan.append(("torch", "fp32", baseline_options, [1], True))
+    for name in config.backends:
+        for precision in config.precisions:
+            plan.append((name, precision, config.backend_options.get(name, {}), list(config.batches), False))
+
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    memory: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="lgfa-bench-") as tmp:
+        for name, precision, options, batches, is_baseline in plan:
+            try:
+                backend = _open(name, bundle, device, precision, options, threads)
+            except LgfaError as exc:
+                if is_baseline:
+                    raise LgfaError(f"the baseline (torch eager fp32) cannot run: {exc}; or pass --no-baseline") from None
+                log.warning("skipping %s %s: %s", name, precision, exc)
+                skipped.append({"backend": name, "precision": precision, "reason": str(exc)})
+                continue
+            label = "baseline torch eager fp32" if is_baseline else f"{name} {precision}"
+            try:
+                runner = StageRunner(bundle, backend, config, Path(tmp))
+                for batch in batches:
+                    log.info("bench: %s, batch %d", label, batch)
+                    timings = runner.measure(batch)
+                    marks_baseline = is_baseline or (
+                        baseline_inside and name == "torch" and precision == "fp32" and batch == 1
+                    )
+                    rows = _rows(name, precision, batch, timings, options, marks_baseline)
+                    for row in rows:
+                        row["peak_gpu_memory_mib"] = runner.memory.peak
+                    results.extend(rows)
+                memory.append({"backend": name, "precision": precision, "baseline": is_baseline,
+                               "peak_gpu_memory_mib": runner.memory.peak, "method": runner.memory.method})
+            finally:
+                backend.close()
+    if not any(not r["baseline"] or baseline_inside for r in results):
+        raise LgfaError("no backend could run; see the warnings above")
+
+    add_ratios(results)
+    device_doc = device_info.describe_device(device, measure_cpu=config.measure_cpu_peak, threads=threads)
+    costs = synthesis_costs(bundle, sorted({r["precision"] for r in results}), config.batches)
+    for row in results:
+        if row["stage"] in FRAME_STAGES:
+            row.update(_physical(row, costs, device_doc["peaks"]))
+    return {
+        "schema": SCHEMA,
+        "created": started.isoformat(timespec="seconds"),
+        "command": None,  # filled in by the CLI
+        "device": device_doc,
+        "bundle": bundle_description(bundle),
+        "settings": {
+            "device": device,
+            "threads": threads,
+            "iters": config.iters,
+            "warmup": config.warmup,
+            "batches": config.batches,
+            "precisions": config.precisions,
+            "backends": config.backends,
+            "stream_frames": config.frames,
+            "texts": config.texts,
+            "seed": config.seed,
+            "backend_options": config.backend_options,
+        },
+        "baseline": {**BASELINE, "options": baseline_options, "measured_as": "torch rows" if baseline_inside else "separate run"},
+        "physical_limit": {"peaks": device_doc["peaks"], "synthesis": costs},
+        "gpu_memory": memory,
+        "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "skipped": skipped,
+        "definitions": {
+            "p50_ms": "median latency of one call of the stage at this batch (stream stages: between frames)",
+            "fps": "frames per second: items_per_call * 1000 / p50_ms; stream stages: (frames - 1) / "
+            "(last frame - first frame); none for first_frame",
+            "ratio": "fps / baseline fps of the same stage (first_frame: baseline p50 / p50); "
+            "baseline: torch eager fp32 batch 1 in this run",
+            "flops_fraction": "achieved FLOP/s of synthesis / the device's peak at this precision",
+            "bandwidth_fraction": "achieved bytes/s (unfused memory model, see physical_limit) / peak bandwidth",
+        },
+        "results": results,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """The results as a fixed-width text table, with the physical-limit lines."""
+    lines = [
+        f"{doc['device']['name']} ({doc['settings']['device']}, {doc['settings']['threads']} threads); "
+        f"bundle {doc['bundle']['preset']} {doc['bundle']['resolution']} px"
+        + (" [random-init]" if doc["bundle"]["random_init"] else ""),
+        f"{'backend':<12} {'prec':<5} {'batch':>5} {'stage':<14} {'p50 ms':>10} {'p90 ms':>10} "
+        f"{'p99 ms':>10} {'fps':>10} {'ratio':>7}",
+    ]
+    for r in doc["results"]:
+        fps = f"{r['fps']:.2f}" if r.get("fps") is not None else "-"
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
+        name = r["backend"] + ("*" if r.get("baseline") else "")
+        lines.append(
+            f"{name:<12} {r['precision']:<5} {r['batch']:>5} {r['stage']:<14} {r['p50_ms']:>10.3f} "
+            f"{r['p90_ms']:>10.3f} {r['p99_ms']:>10.3f} {fps:>10} {ratio:>7}"
+        )
+    lines.append("* baseline: torch eager fp32 batch 1, measured in this run (ratio 1.00x)")
+    peaks = doc["physical_limit"]["peaks"]
+    lines.append(
+        f"peaks: fp32 {_num(peaks.get('fp32_tflops'))} TFLOP/s, fp16 {_num(peaks.get('fp16_tflops'))} TFLOP/s, "
+        f"bandwidth {_num(peaks.get('bandwidth_gbps'))} GB/s ({peaks.get('source')})"
+    )
+    for precision, cost in doc["physical_limit"]["synthesis"].items():
+        one = cost["batch_1"]
+        lines.append(
+            f"synthesis {precision}: {one['flops_per_frame'] / 1e9:.2f} GFLOP/frame, "
+            f"{one['bytes_per_frame'] / 2**20:.1f} MiB moved/frame unfused "
+            f"({one['min_bytes_per_frame'] / 2**20:.1f} MiB fused) at batch 1"
+        )
+    for r in doc["results"]:
+        if r["stage"] == "synthesis" and r.get("achieved_tflops") is not None:
+            lines.append(
+                f"  {r['backend']} {r['precision']} batch {r['batch']}: {r['achieved_tflops'] * 1000:.1f} GFLOP/s "
+                f"({_pct(r.get('flops_fraction'))} of peak), {r['achieved_gbps']:.1f} GB/s "
+                f"({_pct(r.get('bandwidth_fraction'))} of bandwidth)"
+            )
+    for s in doc["skipped"]:
+        lines.append(f"skipped {s['backend']} {s['precision']}: {s['reason']}")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:g}"
+
+
+def _pct(value: float | None) -> str:
+    return "unknown" if value is None else f"{100 * value:.1f}%"
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """fps against batch, one line per backend and precision: synthesis and stream side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LgfaError("--plot needs matplotlib: pip install matplotlib") from None
+    panels = [s for s in ("synthesis", "stream") if any(r["stage"] == s for r in doc["results"])]
+    if not panels:
+        raise LgfaError("nothing to plot: neither synthesis nor stream was measured")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    batches = sorted({r["batch"] for r in doc["results"]})
+    for ax, stage in zip(axes[0], panels):
+        rows = [r for r in doc["results"] if r["stage"] == stage and r.get("fps") is not None]
+        separate_baseline = doc["baseline"]["measured_as"] == "separate run"
+        lines: dict[tuple[str, str, bool], list[tuple[int, float]]] = {}
+        for r in rows:
+            key = (r["backend"], r["precision"], bool(r["baseline"]) and separate_baseline)
+            lines.setdefault(key, []).append((r["batch"], r["fps"]))
+        for (backend, precision, separate), points in sorted(lines.items()):
+            points.sort()
+            xs, ys = zip(*points)
+            label = "torch eager fp32 (baseline)" if separate else f"{backend} {precision}"
+            ax.plot(xs, ys, marker="o", linestyle="--" if separate else "-", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches)
+        ax.set_xticklabels([str(b) for b in batches])
+        ax.set_xlabel("batch (frames per synthesis call)")
+        ax.set_ylabel("frames per second")
+        ax.set_title(f"{stage} fps")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    device = doc["device"]["name"]
+    bundle = doc["bundle"]
+    fig.suptitle(f"{bundle['preset']} {bundle['resolution']} px on {device} ({doc['created'][:10]})", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def default_name(doc: dict[str, Any]) -> str:
+    """``<device slug>-<preset>-<date>``: the results file name stem."""
+    return f"{doc['device']['slug']}-{doc['bundle']['preset']}-{doc['created'][:10]}"
+
+
+def iter_rows(doc: dict[str, Any], stage: str) -> Iterator[dict[str, Any]]:
+    return (r for r in doc["results"] if r["stage"] == stage)

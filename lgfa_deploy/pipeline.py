@@ -1,0 +1,374 @@
+"""Text to frames, written once for every backend.
+
+text -> tokens -> text embedding (cached per text) -> motion offsets [T, L, S] -> per-frame W+
+(content + offsets) -> synthesis in micro-batches -> uint8 BGR frames [H, W, 3].
+
+Content: ``seed`` (z from ``numpy.random.default_rng(seed)`` through the mapping graph, w repeated
+over the L layers) or ``latent`` (W+ [L, S] or [1, L, S], an array or a ``.npy`` file).
+
+Texts: at most 77 CLIP tokens, start and end of text included. A longer text is refused with an
+:class:`LgfaError`, not truncated as CLIP's tokenizer would: the prompts put the expression last
+("The person is smiling."), so truncation would silently cut exactly the word that matters.
+
+Chaining (:meth:`Animator.stream`): segment k+1 starts exactly where segment k ended. The motion
+offsets of every text begin with the same learned constant H_t(m_0) = H_t(0), so the next
+segment's content is chosen as ``content_{k+1} = w_{T-1}^k - offsets_{k+1}[0]``; its per-frame W+
+is ``w_{T-1}^k + (offsets_{k+1}[t] - offsets_{k+1}[0])`` and its frame 0 is segment k's last frame,
+bit for bit. A stream emits that shared frame once: T frames for the first sentence, T - 1 for each
+one after it. (The paper's code feeds ``w_{T-1}`` itself back as content, which jumps by H_t(0).)
+
+Streaming: a producer thread runs the backend and hands micro-batches of frames to the consumer
+through a bounded queue, so GPU work overlaps encoding and display and memory stays flat however
+long a stream runs. When the consumer is waiting, a segment's first micro-batch is a single frame,
+so the first frame leaves as early as possible.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from lgfa_deploy.backends.base import Backend
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.graphs import CONTEXT_LENGTH
+from lgfa_deploy.tokenizer import ClipTokenizer
+
+log = logging.getLogger(__name__)
+
+QUEUE_BATCHES = 4
+"""Micro-batches of frames the producer may run ahead of the consumer."""
+CACHE_TEXTS = 256
+"""Text embeddings kept (least recently used dropped first)."""
+_JOIN_SECONDS = 1.0  # a batch in flight is waited for by close(), which takes the backend lock
+_END = object()
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One frame of a stream and where it came from."""
+
+    image: np.ndarray  # uint8 BGR [H, W, 3]
+    index: int  # position in the whole stream
+    segment: int  # which sentence (0-based)
+    text: str
+    started: float  # time.perf_counter() when the producer took up this sentence
+
+
+def seed_z(seed: int, style_dim: int) -> np.ndarray:
+    """The z of a seed: ``numpy.random.default_rng(seed).standard_normal((1, style_dim))`` as float32."""
+    return np.random.default_rng(seed).standard_normal((1, style_dim)).astype(np.float32)
+
+
+def load_latent(latent: str | os.PathLike[str] | np.ndarray, n_latent: int, style_dim: int) -> np.ndarray:
+    """W+ content [1, L, S] float32 from an array or a ``.npy`` file of shape [L, S] or [1, L, S].
+
+    A missing or unreadable file, another shape, a non-float dtype, NaN or infinity raise :class:`LgfaError`.
+    """
+    if isinstance(latent, (str, os.PathLike)):
+        path = Path(latent)
+        name = str(path)
+        if not path.is_file():
+            raise LgfaError(f"latent file {path} does not exist")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise LgfaError(f"{path} is not a readable .npy array ({exc}); save W+ with numpy.save") from None
+        if isinstance(array, np.lib.npyio.NpzFile):
+            array.close()
+            raise LgfaError(f"{path} is an .npz archive; give one W+ array saved with numpy.save")
+    else:
+        name = "the latent"
+        array = np.asarray(latent)
+    shapes = ((n_latent, style_dim), (1, n_latent, style_dim))
+    if array.shape not in shapes:
+        raise LgfaError(
+            f"{name} has shape {list(array.shape)}; this bundle takes W+ of shape "
+            f"[{n_latent}, {style_dim}] or [1, {n_latent}, {style_dim}]"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise LgfaError(f"{name} holds {array.dtype} values; W+ must be floating point")
+    content = array.reshape(1, n_latent, style_dim).astype(np.float32)
+    if not np.isfinite(content).all():
+        raise LgfaError(f"{name} contains NaN or infinite values")
+    return content
+
+
+def check_text(tokenizer: ClipTokenizer, text: str) -> str:
+    """The text without surrounding blanks; empty text or text over 77 tokens raises :class:`LgfaError`."""
+    if not isinstance(text, str):
+        raise LgfaError(f"text must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise LgfaError('the text is empty; give a sentence such as "The person is smiling."')
+    count = tokenizer.count_tokens(text)
+    if count > CONTEXT_LENGTH:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise LgfaError(
+            f"the text {shown!r} is {count} tokens long, CLIP reads at most {CONTEXT_LENGTH} "
+            "(start and end of text included); shorten it"
+        )
+    return text
+
+
+def check_seed(seed: int) -> int:
+    """A seed is a whole number of 0 or more."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise LgfaError(f"the seed must be a whole number of 0 or more, got {seed!r}")
+    return int(seed)
+
+
+def check_micro_batch(bundle: Bundle, micro_batch: int | None) -> int:
+    """The micro-batch (default: the synthesis graph's optimal batch), inside the graph's batch range."""
+    batch = bundle.graph("synthesis").batch
+    micro_batch = batch.opt if micro_batch is None else micro_batch
+    if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or not batch.min <= micro_batch <= batch.max:
+        raise LgfaError(
+            f"micro-batch must be a whole number from {batch.min} to {batch.max} for this bundle, got {micro_batch!r}"
+        )
+    return micro_batch
+
+
+def _put(items: queue.Queue, stop: threading.Event, item: object) -> bool:
+    """Put ``item`` unless the consumer has gone; False when it has."""
+    while not stop.is_set():
+        try:
+            items.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class Animator:
+    """A bundle on a backend: sentences in, uint8 BGR frames out.
+
+    ``micro_batch`` frames go through synthesis at once (default: the graph's optimal batch);
+    ``queue_batches`` bounds how far the producer thread of :meth:`stream` runs ahead; ``tokenizer``
+    defaults to one over the bundle's vocabulary. Methods may be called from several threads;
+    backend calls are serialised.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        micro_batch: int | None = None,
+        queue_batches: int = QUEUE_BATCHES,
+        cache_texts: int = CACHE_TEXTS,
+        tokenizer: ClipTokenizer | None = None,
+    ) -> None:
+        micro_batch = check_micro_batch(bundle, micro_batch)
+        if queue_batches < 1:
+            raise LgfaError(f"queue_batches must be at least 1, got {queue_batches}")
+        self.bundle = bundle
+        self.backend = backend
+        self.micro_batch = micro_batch
+        self.queue_batches = queue_batches
+        self.tokenizer = tokenizer or ClipTokenizer(bundle.tokenizer_path, context_length=CONTEXT_LENGTH)
+        self._cache_texts = cache_texts
+        self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def frames_per_text(self) -> int:
+        """T: frames of one sentence (the motion graph is unrolled for this many)."""
+        return self.bundle.frames
+
+    @property
+    def resolution(self) -> int:
+        return self.bundle.resolution
+
+    # -- one stage at a time ----------------------------------------------------------------------
+    def _run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._closed:
+                raise LgfaError("this animator is closed")
+            return self.backend.run(graph, inputs)
+
+    def check_text(self, text: str) -> str:
+        """The text without surrounding blanks; empty text or text over 77 tokens raises :class:`LgfaError`."""
+        return check_text(self.tokenizer, text)
+
+    def embed(self, text: str) -> np.ndarray:
+        """The L2-normalised text embedding [1, E] of ``text``, cached per text."""
+        text = self.check_text(text)
+        with self._lock:
+            cached = self._embeddings.get(text)
+            if cached is not None:
+                self._embeddings.move_to_end(text)
+                return cached
+            embedding = self._run("text_encoder", {"tokens": self.tokenizer([text])})["text_embedding"]
+            self._embeddings[text] = embedding
+            if len(self._embeddings) > self._cache_texts:
+                self._embeddings.popitem(last=False)
+            return embedding
+
+    def offsets(self, text: str) -> np.ndarray:
+        """Motion offsets H_t(m_t) [T, L, S] of ``text``; offsets[0] = H_t(0) is the same for every text."""
+        return self._run("motion", {"text_embedding": self.embed(text)})["motion_offsets"][0]
+
+    def content(self, seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None) -> np.ndarray:
+        """Content W+ [1, L, S] from a seed (default 0) or a latent; both at once raise :class:`LgfaError`."""
+        n_latent, style_dim = self.bundle.n_latent, self.bundle.style_dim
+        if latent is not None:
+            if seed is not None:
+                raise LgfaError("give a seed or a latent, not both")
+            return load_latent(latent, n_latent, style_dim)
+        seed = check_seed(0 if seed is None else seed)
+        w = self._run("mapping", {"z": seed_z(seed, style_dim)})["w"]
+        return np.repeat(w[:, None], n_latent, axis=1)
+
+    def latents(self, text: str, seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None) -> np.ndarray:
+        """Per-frame W+ [T, L, S] of one sentence: content + offsets[t]."""
+        return self.content(seed, latent)[0] + self.offsets(text)
+
+    def segment_latents(
+        self, texts: Iterable[str], seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        """Per-frame W+ [T, L, S] of each sentence, chained: each segment's frame 0 is the last one's frame T-1."""
+        content = self.content(seed, latent)
+        return (latents for _, latents, _ in self._chain(self._texts(texts), content))
+
+    def _chain(
+        self, texts: Iterable[str], content: np.ndarray, stop: threading.Event | None = None
+    ) -> Iterator[tuple[str, np.ndarray, float]]:
+        """(text, per-frame W+ [T, L, S], time the text was taken up) for each sentence, chained."""
+        last = None
+        for text in texts:
+            if stop is not None and stop.is_set():
+                return
+            started = time.perf_counter()
+            offsets = self.offsets(text)
+            latents = content[0] + offsets if last is None else last + (offsets - offsets[0])
+            last = latents[-1]
+            yield text.strip(), latents, started
+
+    def _texts(self, texts: Iterable[str] | str) -> Iterable[str]:
+        """A lone string is one sentence; lists and tuples are checked before anything runs."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, (list, tuple)):
+            for text in texts:
+                self.check_text(text)
+        return texts
+
+    def _batches(self, latents: np.ndarray, first: int | None = None) -> Iterator[np.ndarray]:
+        """uint8 BGR frames [b, H, W, 3] of W+ [N, L, S], ``first`` frames then ``micro_batch`` at a time."""
+        start, size = 0, first or self.micro_batch
+        while start < len(latents):
+            with self._lock:
+                if self._closed:
+                    raise LgfaError("this animator is closed")
+                frames = self.backend.frames(latents[start : start + size])
+            yield frames
+            start, size = start + size, self.micro_batch
+
+    def render(self, latents: np.ndarray) -> np.ndarray:
+        """uint8 BGR frames [N, H, W, 3] of per-frame W+ [N, L, S], in micro-batches."""
+        latents = np.asarray(latents, dtype=np.float32)
+        if latents.ndim != 3 or latents.shape[0] == 0:
+            raise LgfaError(f"render takes W+ of shape [frames, L, S], got {list(latents.shape)}")
+        return np.concatenate(list(self._batches(latents)))
+
+    # -- whole clips --------------------------------------------------------------------------------
+    def animate(self, text: str, seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None) -> np.ndarray:
+        """uint8 BGR frames [T, H, W, 3] of the face (seed, default 0, or latent) performing ``text``."""
+        return self.render(self.latents(text, seed, latent))
+
+    def stream(
+        self,
+        texts: Iterable[str] | str,
+        seed: int | None = None,
+        latent: str | os.PathLike[str] | np.ndarray | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Frames [H, W, 3] of sentence after sentence, chained, each as soon as its micro-batch is done.
+
+        ``texts`` may be any iterable, also an endless or slow one (lines typed into stdin); the seed
+        or latent and a list of texts are checked before this returns.
+        """
+        return (frame.image for frame in self.stream_frames(texts, seed, latent))
+
+    def stream_frames(
+        self,
+        texts: Iterable[str] | str,
+        seed: int | None = None,
+        latent: str | os.PathLike[str] | np.ndarray | None = None,
+    ) -> Iterator[StreamFrame]:
+        """Like :meth:`stream`, with each frame's index, sentence and timing."""
+        content = self.content(seed, latent)
+        return self._stream(self._texts(texts), content)
+
+    def _stream(self, texts: Iterable[str], content: np.ndarray) -> Iterator[StreamFrame]:
+        items: queue.Queue = queue.Queue(maxsize=self.queue_batches)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(texts, content, items, stop), name="lgfa-producer", daemon=True
+        )
+        producer.start()
+        index = 0
+        try:
+            while True:
+                item = items.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                segment, text, started, frames = item
+                for image in frames:
+                    yield StreamFrame(image, index, segment, text, started)
+                    index += 1
+        finally:
+            stop.set()
+            producer.join(timeout=_JOIN_SECONDS)
+            if producer.is_alive():
+                log.debug("the frame producer is still waiting for its next text; leaving it behind")
+
+    def _produce(self, texts: Iterable[str], content: np.ndarray, items: queue.Queue, stop: threading.Event) -> None:
+        """Producer thread: chained segments -> micro-batches of frames -> ``items``; ends with _END or the error."""
+        try:
+            for segment, (text, latents, started) in enumerate(self._chain(texts, content, stop)):
+                fresh = latents if segment == 0 else latents[1:]
+                first = 1 if items.empty() else None
+                for frames in self._batches(fresh, first):
+                    if not _put(items, stop, (segment, text, started, frames)):
+                        return
+            _put(items, stop, _END)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            _put(items, stop, exc)
+
+    def warm_up(self, batch_sizes: Iterable[int] | None = None) -> None:
+        """Run every graph once, synthesis at each batch size a stream uses (1 to micro_batch by default),
+        so that one-time work (cuDNN autotuning, CUDA graph capture) happens now and not mid-stream."""
+        content = self.content(0)
+        latents = content[0] + self.offsets("The person is smiling.")
+        sizes = range(1, self.micro_batch + 1) if batch_sizes is None else batch_sizes
+        for size in sizes:
+            list(self._batches(latents[np.arange(size) % len(latents)], size))
+
+    # -- life cycle ------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the backend (waits for a batch in flight)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.backend.close()
+
+    def __enter__(self) -> "Animator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Animator {self.bundle.preset} {self.resolution}px on {self.backend!r}, micro-batch {self.micro_batch}>"

@@ -1,0 +1,196 @@
+"""``lgfa bench`` on a tiny bundle: the results file's shape, every stage measured, ratios from measured numbers.
+
+No timing assertions: the numbers of a shared CI machine say nothing; their bookkeeping does.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lgfa_deploy.bench import LATENCY_STAGES, STAGES
+from lgfa_deploy.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"backend", "precision", "batch", "stage", "p50_ms", "p90_ms", "p99_ms", "fps", "ratio"}
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    assert main(["export", "--preset", "tiny", "--random-init", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_bundle, tmp_path_factory) -> tuple[dict, Path, Path]:
+    """One full run: onnxruntime and torch, batches 1 and 2, every stage."""
+    out = tmp_path_factory.mktemp("bench-out")
+    json_path, png_path = out / "bench.json", out / "bench.png"
+    code = main([
+        "bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime,torch", "--batch", "1,2",
+        "--iters", "3", "--warmup", "1", "--frames", "18", "--json", str(json_path), "--plot", str(png_path),
+    ])
+    assert code == 0
+    return json.loads(json_path.read_text()), json_path, png_path
+
+
+def test_results_document_describes_device_and_bundle(bench_run) -> None:
+    doc, _, _ = bench_run
+    assert doc["schema"] == "lgfa-bench/1"
+    device = doc["device"]
+    assert device["kind"] == "cpu" and device["name"] and device["cpu"]["usable_cpus"] >= 1
+    assert {"onnxruntime", "numpy", "torch"} <= set(device["libraries"])
+    assert device["peaks"]["source"].startswith("measured")
+    assert device["peaks"]["fp32_tflops"] > 0 and device["peaks"]["bandwidth_gbps"] > 0
+    bundle = doc["bundle"]
+    assert (bundle["preset"], bundle["resolution"], bundle["random_init"]) == ("tiny", 32, True)
+    assert "provenance" in bundle and set(bundle["graphs"]) == {"text_encoder", "motion", "synthesis", "mapping"}
+
+
+def test_every_stage_is_measured_for_every_configuration(bench_run) -> None:
+    doc, _, _ = bench_run
+    rows = doc["results"]
+    assert rows and all(ROW_KEYS <= set(r) for r in rows)
+    configs = {(r["backend"], r["precision"], r["batch"]) for r in rows}
+    assert configs == {(b, "fp32", n) for b in ("onnxruntime", "torch") for n in (1, 2)}
+    for config in configs:
+        stages = [r["stage"] for r in rows if (r["backend"], r["precision"], r["batch"]) == config]
+        assert sorted(stages) == sorted(STAGES), config
+    for r in rows:
+        assert 0 <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and math.isfinite(r["p99_ms"])
+        if r["stage"] in LATENCY_STAGES:
+            assert r["fps"] is None
+        else:
+            assert r["fps"] > 0
+        assert r["samples"] >= 1
+
+
+def test_ratios_come_from_the_measured_baseline(bench_run) -> None:
+    doc, _, _ = bench_run
+    rows = doc["results"]
+    baseline = [r for r in rows if r["baseline"]]
+    # On the CPU the torch fp32 batch-1 rows are the eager baseline itself.
+    assert {(r["backend"], r["precision"], r["batch"]) for r in baseline} == {("torch", "fp32", 1)}
+    assert sorted(r["stage"] for r in baseline) == sorted(STAGES)
+    base = {r["stage"]: r for r in baseline}
+    for r in rows:
+        b = base[r["stage"]]
+        expected = b["p50_ms"] / r["p50_ms"] if r["stage"] in LATENCY_STAGES else r["fps"] / b["fps"]
+        assert r["ratio"] == pytest.approx(expected, rel=1e-3), (r["backend"], r["batch"], r["stage"])
+        if r["baseline"]:
+            assert r["ratio"] == pytest.approx(1.0)
+        if r["stage"] not in LATENCY_STAGES and r["stage"] not in ("stream", "stream_encode"):
+            assert r["fps"] == pytest.approx(r["items_per_call"] * 1000 / r["p50_ms"], rel=1e-3)
+
+
+def test_synthesis_rows_carry_the_physical_limit(bench_run) -> None:
+    doc, _, _ = bench_run
+    cost = doc["physical_limit"]["synthesis"]["fp32"]
+    assert cost["graph"] == "synthesis.onnx" and cost["batch_1"]["flops"] > cost["batch_1"]["macs"] > 0
+    assert cost["batch_1"]["weight_bytes"] > 0 and cost["batch_1"]["bytes"] > cost["batch_1"]["min_bytes"]
+    peaks = doc["physical_limit"]["peaks"]
+    for r in (r for r in doc["results"] if r["stage"] == "synthesis"):
+        per_frame = cost["per_frame"][str(r["batch"])]
+        assert r["flops_per_frame"] == pytest.approx(per_frame["flops_per_frame"])
+        assert r["achieved_tflops"] == pytest.approx(per_frame["flops_per_frame"] * r["fps"] / 1e12, rel=1e-3)
+        assert r["flops_fraction"] == pytest.approx(r["achieved_tflops"] / peaks["fp32_tflops"], rel=1e-3)
+        assert r["bandwidth_fraction"] == pytest.approx(r["achieved_gbps"] / peaks["bandwidth_gbps"], rel=1e-3)
+
+
+def test_plot_is_a_png(bench_run) -> None:
+    _, _, png = bench_run
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_baseline_runs_separately_when_torch_is_not_compared(tiny_bundle, tmp_path) -> None:
+    out = tmp_path / "ort.json"
+    code = main([
+        "bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--batch", "2",
+        "--stages", "synthesis,first_frame", "--iters", "2", "--warmup", "0", "--no-cpu-peak", "--json", str(out),
+    ])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    base = [r for r in doc["results"] if r["baseline"]]
+    assert {(r["backend"], r["precision"], r["batch"], r["stage"]) for r in base} == {
+        ("torch", "fp32", 1, "synthesis"), ("torch", "fp32", 1, "first_frame")
+    }
+    assert doc["baseline"]["measured_as"] == "separate run"
+    ort = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
+    assert len(ort) == 2 and all(r["ratio"] is not None and r["ratio"] > 0 for r in ort)
+    assert doc["physical_limit"]["peaks"]["fp32_tflops"] is None
+    assert [r["flops_fraction"] for r in ort if r["stage"] == "synthesis"] == [None]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch", "17"], "batch 17"),
+        (["--precision", "fp8"], "fp8"),
+        (["--option", "threads=2"], "BACKEND.NAME=VALUE"),
+        (["--stages", "synthesis,render"], "render"),
+        (["--iters", "0"], "--iters"),
+        (["--json", "out.txt"], ".json"),
+    ],
+)
+def test_bad_input_is_one_line(tiny_bundle, capsys, extra: list[str], message: str) -> None:
+    code = main(["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--no-baseline", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_missing_bundle_is_one_line(tmp_path, capsys) -> None:
+    assert main(["bench", "--bundle", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_readme_table_is_generated_from_results(bench_run, tmp_path) -> None:
+    doc, json_path, png_path = bench_run
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cpu-test-2026-01-01.json").write_text(json_path.read_text())
+    (results / "cpu-test-2026-01-01.png").write_bytes(png_path.read_bytes())
+    make_table = _load_script("make_table")
+    readme = tmp_path / "README.md"
+    assert make_table.main(["--results", str(results), "--out", str(readme)]) == 0
+    text = readme.read_text()
+    assert "Generated by benchmarks/make_table.py" in text and "results/cpu-test-2026-01-01.png" in text
+    syn = next(r for r in doc["results"] if r["stage"] == "synthesis" and r["backend"] == "onnxruntime" and r["batch"] == 2)
+    assert f"{syn['ratio']:.2f}x" in text
+    assert make_table.main(["--results", str(results), "--out", str(readme), "--check"]) == 0
+    readme.write_text(text + "edited by hand\n")
+    assert make_table.main(["--results", str(results), "--out", str(readme), "--check"]) == 1
+
+
+def test_ort_graph_rewrites_keep_the_image(tiny_bundle, tmp_path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    steps = _load_script("ort_cpu_steps")
+    path = tiny_bundle / "synthesis.onnx"
+    model = onnx.load(str(path))
+    assert steps.phase_convtranspose(model) == 3 and steps.fold_gain(model) == 7
+    onnx.checker.check_model(model)
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save(model, str(rewritten))
+    latents = np.random.default_rng(1).standard_normal((3, 8, 64)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"latents": latents})[0]
+    after = ort.InferenceSession(str(rewritten), providers=["CPUExecutionProvider"]).run(None, {"latents": latents})[0]
+    groups = [onnx.helper.get_attribute_value(a) for n in model.graph.node if n.op_type == "ConvTranspose"
+              for a in n.attribute if a.name == "group"]
+    assert groups == [3, 3, 3], "only the depthwise RGB up-sampling keeps a ConvTranspose"
+    np.testing.assert_allclose(after, before, atol=1e-4)

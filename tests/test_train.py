@@ -1,0 +1,197 @@
+"""``lgfa train`` on the tiny preset (CPU): overfitting, exact resume, two-process DDP, export."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lgfa_deploy.cli import main
+from training.checkpoints import read_checkpoint_metadata
+from training.clip_model import create_clip
+from training.lpips import CHANNELS, LPIPS
+from training.presets import get_preset
+from training.stylegan2 import generator_from_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = ["The person is smiling.", "The person is angry.", "The person is crying.", "The person is winking."]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Train on one thread, as the torchrun processes do: the tiny networks gain nothing from more,
+    and on a busy machine several threads per process spend their time waiting for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def lgfa_train(*args: str) -> int:
+    return main(["train", "--preset", "tiny", "--random-init", *args])
+
+
+def metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def model_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = load_file(str(folder / "checkpoints" / "last.safetensors"))
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> list[str]:
+    """Image-mode data for the tiny preset: 4 faces, their W+ [4, 8, 64] and 4 sentences."""
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(root / "images" / f"{i:02d}.png"), rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    torch.save(torch.randn(4, 8, 64, generator=torch.Generator().manual_seed(0)), root / "latents.pt")
+    (root / "texts.txt").write_text("\n".join(SENTENCES) + "\n")
+    return ["--images", str(root / "images"), "--latents", str(root / "latents.pt"), "--texts", str(root / "texts.txt")]
+
+
+@pytest.mark.slow
+def test_overfitting_one_batch_lowers_the_loss(tmp_path, faces) -> None:
+    out = tmp_path / "run"
+    assert lgfa_train(*faces, "--steps", "30", "--sample-every", "30", "--out", str(out)) == 0
+    records = metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 31))
+    weights = {"lpips_first": 1.0, "lpips_last": 1.0, "contrastive": 0.5, "path": 1.0, "latent": 1.0, "endpoints": 1.0}
+    for r in records:
+        assert set(r) == {"step", "loss", "lr", "seconds", *weights}
+        assert r["loss"] == pytest.approx(sum(w * r[k] for k, w in weights.items()), rel=1e-5)
+        assert r["lr"] == {"encoder": 1e-5, "motion": 1e-3, "mapper": 1e-3}
+    first, last = np.mean([r["loss"] for r in records[:5]]), np.mean([r["loss"] for r in records[-5:]])
+    assert last < 0.7 * first, (first, last)
+
+    grid = cv2.imread(str(out / "samples" / "step_000030.png"))
+    assert grid.shape == (4 * 32, 16 * 32, 3)  # 4 sentences x 16 inference frames of 32 px
+    assert json.loads((out / "checkpoints" / "last.json").read_text())["step"] == 30
+    saved = json.loads((out / "train.json").read_text())
+    assert saved["random_init"] is True and saved["options"]["images"] == faces[1]
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_a_straight_run(tmp_path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert lgfa_train("--steps", "20", "--save-every", "10", "--sample-every", "0", "--out", str(straight)) == 0
+    assert lgfa_train("--steps", "10", "--sample-every", "0", "--out", str(resumed)) == 0
+    assert main(["train", "--resume", str(resumed), "--steps", "20"]) == 0
+
+    a, b = model_tensors(straight), model_tensors(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    losses = [r["loss"] for r in metrics(straight)]
+    assert [r["loss"] for r in metrics(resumed)] == losses
+    for name in ("step_000010.safetensors", "step_000010.state.safetensors", "last.safetensors", "last.json"):
+        assert (resumed / "checkpoints" / name).is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_the_doubled_batch(tmp_path, faces) -> None:
+    common = [*faces, "--steps", "3", "--contrastive-group", "2", "--sample-every", "0"]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
+        "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
+        "-m", "lgfa_deploy.cli", "train", "--preset", "tiny", "--random-init",
+        *common, "--batch", "2", "--out", str(tmp_path / "ddp"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert lgfa_train(*common, "--batch", "4", "--out", str(tmp_path / "single")) == 0
+
+    two, one = model_tensors(tmp_path / "ddp"), model_tensors(tmp_path / "single")
+    for key in one:
+        a, b = two[key], one[key]
+        if key.endswith(("attn.in_proj_bias", "attnpool.k_proj.bias")):
+            # Key biases: softmax ignores a constant added to every score, so their gradient is zero
+            # in exact arithmetic; Adam divides round-off by its own size and moves them by up to the
+            # learning rate (1e-5) per step in either run: 2 runs x 3 steps x 1e-5 x sqrt(step) < 1e-4.
+            keys = slice(None) if "k_proj" in key else slice(a.numel() // 3, 2 * a.numel() // 3)
+            torch.testing.assert_close(a[keys], b[keys], rtol=0, atol=1e-4, msg=key)
+            a, b = a.clone(), b.clone()
+            a[keys] = b[keys] = 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+    for r2, r1 in zip(metrics(tmp_path / "ddp"), metrics(tmp_path / "single")):
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5)
+    assert json.loads((tmp_path / "ddp" / "train.json").read_text())["world_size"] == 2
+
+
+def test_option_and_data_errors_are_one_line(tmp_path, faces, capsys) -> None:
+    assert main(["train", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "give --stylegan, --clip, --loss-clip" in capsys.readouterr().err
+    assert lgfa_train("--images", faces[1], "--out", str(tmp_path / "b")) == 2
+    assert "needs both --images DIR and --latents FILE" in capsys.readouterr().err
+    torch.save(torch.zeros(4, 8, 32), tmp_path / "narrow.pt")
+    assert lgfa_train(*faces[:3], str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert "00.png" in err and "narrow.pt" in err and "[8, 64]" in err and "\n" == err[-1] and err.count("\n") == 1
+
+
+def test_resume_keeps_the_saved_options(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert lgfa_train("--steps", "2", "--sample-every", "0", "--out", str(out)) == 0
+    assert main(["train", "--resume", str(out), "--lr-motion", "0.1"]) == 2
+    assert "drop --lr-motion" in capsys.readouterr().err
+    assert lgfa_train("--steps", "2", "--out", str(out)) == 2
+    assert f"--resume {out}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("export.cli") is None, reason="export/cli.py (lgfa export) has not landed yet"
+)
+def test_trained_checkpoint_exports_and_animates(tmp_path) -> None:
+    out = tmp_path / "run"
+    assert lgfa_train("--steps", "2", "--sample-every", "0", "--out", str(out)) == 0
+    bundle, frames = tmp_path / "bundle", tmp_path / "frames"
+    assert main(["export", "--checkpoint", str(out / "checkpoints" / "last.safetensors"), "--out", str(bundle)]) == 0
+    assert main(["animate", "--bundle", str(bundle), "--text", SENTENCES[0], "--out", str(frames)]) == 0
+    assert len(list(frames.glob("*.png"))) == 16
+
+
+def test_pretrained_parts_come_from_local_files(tmp_path, faces, caplog) -> None:
+    """Without --random-init every pretrained part is read from a file and the run says nothing of random weights."""
+    torch.manual_seed(5)
+    files = {
+        "--stylegan": tmp_path / "stylegan.pt",
+        "--clip": tmp_path / "clip.pt",
+        "--loss-clip": tmp_path / "loss_clip.pt",
+    }
+    torch.save({"g_ema": generator_from_preset(get_preset("tiny")).state_dict()}, files["--stylegan"])
+    torch.save(create_clip("tiny-rn").state_dict(), files["--clip"])
+    torch.save(create_clip("tiny-vit").state_dict(), files["--loss-clip"])
+    heads = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(CHANNELS)}
+    torch.save(heads, tmp_path / "alex.pth")
+    torch.save({f"features.{k}": v for k, v in LPIPS().features.state_dict().items()}, tmp_path / "alexnet.pth")
+    options = [f"{name}={path}" for name, path in files.items()]
+    lpips = ["--lpips-weights", str(tmp_path / "alex.pth"), str(tmp_path / "alexnet.pth")]
+
+    out = tmp_path / "run"
+    caplog.set_level("INFO")
+    assert main(["train", "--preset", "tiny", *options, *lpips, *faces, "--steps", "2", "--out", str(out)]) == 0
+    assert not any("random-init:" in r.getMessage() and r.name.startswith("training.train") for r in caplog.records)
+    meta = read_checkpoint_metadata(out / "checkpoints" / "last.safetensors")
+    assert json.loads(meta["random_init"]) is False
+    assert {s["role"] for s in json.loads(meta["sources"])} == {"stylegan", "clip"}
+    assert {s["role"] for s in json.loads(meta["training"])["loss_sources"]} == {"loss_clip", "lpips"}

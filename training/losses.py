@@ -1,0 +1,74 @@
+"""The paper's training losses as plain functions of tensors (PAPER-NOTES, "Training").
+
+Shapes: per-frame motion offsets ``H_t(m_t)`` and per-frame latents ``w_t`` are [B, T, L, S];
+content latents are [B, L, S]; images are [B, 3, H, W] in [-1, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from training.clip_model import CLIP_MEAN, CLIP_STD
+
+
+def contrastive_loss(
+    image_features: Tensor, text_features: Tensor, tau: float = 0.07, group: int | None = None
+) -> Tensor:
+    """``mean_i log(1 + sum_j exp((s_ij - s_ii) / tau))`` over cosine similarities ``s`` within each group.
+
+    The batch is cut into consecutive groups of ``group`` image-text pairs (default: one group, the
+    whole batch); row ``i`` of a group is compared with every text ``j`` of that group, ``j = i``
+    included, exactly as PAPER-NOTES writes it and as the reference implementation computes it. The
+    ``j = i`` term adds ``exp(0) = 1``, so each row is ``log(2 + sum_{j != i} ...)``, where the paper's
+    equation (11) (softmax cross-entropy) gives ``log(1 + sum_{j != i} ...)``; both fall as the
+    matching pair pulls ahead. The mean is over every row of every group, so a batch split across
+    processes (one group each) averages to the same loss as the whole batch in one process.
+    """
+    batch = image_features.shape[0]
+    group = batch if group is None else group
+    if group < 1 or batch % group:
+        raise ValueError(f"a batch of {batch} does not split into contrastive groups of {group}")
+    images = F.normalize(image_features.float(), dim=-1).reshape(batch // group, group, -1)
+    texts = F.normalize(text_features.float(), dim=-1).reshape(batch // group, group, -1)
+    similarity = images @ texts.transpose(1, 2)  # [groups, i, j]
+    matching = similarity.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # s_ii as a column
+    return torch.log1p(torch.exp((similarity - matching) / tau).sum(dim=-1)).mean()
+
+
+def path_regularizer(offsets: Tensor) -> Tensor:
+    """Second-order latent path regulariser ``mse(w_{t+1} - w_t, w_t - w_{t-1})`` over t = 1..T-2.
+
+    The content is the same in every frame, so differences of ``w_t`` are differences of ``H_t(m_t)``.
+    """
+    if offsets.shape[1] < 3:
+        raise ValueError(f"the path regulariser needs at least 3 frames, got {offsets.shape[1]}")
+    step = offsets[:, 1:] - offsets[:, :-1]
+    return F.mse_loss(step[:, 1:], step[:, :-1])
+
+
+def latent_regularizer(latents: Tensor, content: Tensor) -> Tensor:
+    """``sum_t mse(w_t, w_content)``: every frame's W+ stays near the content (summed over frames)."""
+    return torch.stack([F.mse_loss(latents[:, t], content) for t in range(latents.shape[1])]).sum()
+
+
+def endpoint_regularizer(offsets: Tensor) -> Tensor:
+    """First/last-frame regulariser ``mse(H_t(m_0), H_t(m_{T-1}))``: the clip returns towards its start."""
+    return F.mse_loss(offsets[:, 0], offsets[:, -1])
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """Square images to ``size`` px: average pooling to shrink (the paper's 1024 -> 224), bilinear to enlarge."""
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    if height >= size and width >= size:
+        return F.adaptive_avg_pool2d(images, size)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def clip_normalize(images: Tensor) -> Tensor:
+    """Images in [-1, 1] -> CLIP's input normalisation ``((x + 1) / 2 - mean) / std``."""
+    mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    return ((images + 1) / 2 - mean) / std
