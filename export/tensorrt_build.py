@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import textwrap
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lgfa_deploy.atomic import write_bytes_atomic
 from lgfa_deploy.bundle import Bundle, file_entry, sha256_file
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import GraphSpec
@@ -171,17 +170,6 @@ def compute_capability(device: int = 0) -> str:
     return f"{values[0]}.{values[1]}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def timing_cache_path(root: Path, tensorrt_version: str, capability: str) -> Path:
     """The bundle's persistent timing cache for one TensorRT version and GPU architecture."""
@@ -212,8 +200,9 @@ def build_engine(trt, bundle: Bundle, plan: EnginePlan, workspace_gib: float, ca
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise LgfaError(f"TensorRT failed to build {plan.graph}; run with -v and read TensorRT's messages above")
-    _write_atomic(bundle.root / plan.file, bytes(serialized))
-    _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    (bundle.root / plan.file).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(bundle.root / plan.file, bytes(serialized))
+    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
 
 
 # -- command line ---------------------------------------------------------------------------------

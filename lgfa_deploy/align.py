@@ -23,7 +23,6 @@ import functools
 import importlib.util
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lgfa_deploy.atomic import write_bytes_atomic
 from lgfa_deploy.errors import LgfaError
 
 log = logging.getLogger(__name__)
@@ -270,19 +270,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise LgfaError(f"OpenCV cannot encode {suffix} images here; write a .png instead")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        write_bytes_atomic(path, encoded.tobytes())
     except OSError as exc:
         raise LgfaError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise LgfaError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------

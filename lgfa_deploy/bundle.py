@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lgfa_deploy.atomic import write_json_atomic
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import GraphSpec
 
@@ -40,20 +40,6 @@ def file_entry(root: Path, name: str) -> dict[str, Any]:
 def graph_file(name: str, precision: str) -> str:
     """File name of a graph at a precision: ``synthesis.onnx``, ``synthesis.fp16.onnx``."""
     return f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bundle is read by other users too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Iterable
 
 import numpy as np
 
+from lgfa_deploy.atomic import publish
 from lgfa_deploy.errors import LgfaError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
@@ -48,35 +49,16 @@ def write_frames(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: flo
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> int:
-    """Encode frames into a temporary file beside ``path`` and rename it into place at the end."""
-    cv2 = _cv2()
-    path = Path(path)
-    _writable_parent(path)
-    fourcc = FOURCC[path.suffix.lower()]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    writer = None
-    count = 0
-    try:
+    """Encode frames through a :class:`VideoSink`: the file appears only when complete."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise LgfaError(f"no frames to write to {path}")
+    with VideoSink(path, fps, (first.shape[1], first.shape[0])) as sink:
+        sink.write(first)
         for frame in frames:
-            if writer is None:
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (width, height))
-                if not writer.isOpened():
-                    raise LgfaError(f"OpenCV cannot encode {path.suffix} here; write a PNG folder instead (--out DIR)")
-            writer.write(np.ascontiguousarray(frame))
-            count += 1
-        if writer is None:
-            raise LgfaError(f"no frames to write to {path}")
-        writer.release()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.release()
-        tmp.unlink(missing_ok=True)
-    return count
+            sink.write(frame)
+    return sink.count
 
 
 def write_png_folder(path: str | os.PathLike, frames: Iterable[np.ndarray]) -> int:
@@ -95,7 +77,7 @@ def write_png_folder(path: str | os.PathLike, frames: Iterable[np.ndarray]) -> i
             raise LgfaError(f"no frames to write to {path}")
         if path.exists():
             path.rmdir()
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -145,7 +127,7 @@ class VideoSink:
         self._writer.release()
         self._writer = None
         if keep and self.count:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
             return True
         self._tmp.unlink(missing_ok=True)
         return False

@@ -17,9 +17,10 @@ import os
 import pickle
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -217,6 +218,21 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str] | None:
         return None
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; renamed to ``path`` on success, removed on any failure."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(path: str | os.PathLike, models: Models, metadata: Mapping[str, Any] | None = None) -> None:
     """Write ``models`` as one safetensors file, atomically."""
     path = Path(path)
@@ -231,15 +247,8 @@ def save_checkpoint(path: str | os.PathLike, models: Models, metadata: Mapping[s
         "sources": json.dumps(models.sources),
     }
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _own_checkpoint(path: Path) -> tuple[Preset, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, str]]:

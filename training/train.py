@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from training.errors import DataError, OptionError
-from training.checkpoints import Models, load_clip_weights, load_models, save_checkpoint, sha256_file
+from training.checkpoints import Models, atomic_path, load_clip_weights, load_models, save_checkpoint, sha256_file
 from training.cli import TRAIN_OPTIONS_FILE, TrainConfig
 from training.clip_model import clip_image_size, create_clip, tokenize
 from training.data import (
@@ -202,14 +201,8 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 # -- files -------------------------------------------------------------------------------------
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json_atomic(path: Path, value: object) -> None:
@@ -283,14 +276,8 @@ def save_train_state(
         "scheduler": json.dumps(scheduler.state_dict()),
         "rng": json.dumps(json_rng),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_train_state(
