@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import math
+import os
 import statistics
 import sys
 import tempfile
@@ -236,6 +235,7 @@ REWRITES: dict[str, Callable[[Any], int]] = {"phase-convtranspose": phase_convtr
 def steps(threads: int) -> list[dict[str, Any]]:
     """The configurations, in order; each names its session settings and graph rewrites."""
     base = {"intra_op_num_threads": threads}
+    tuned = {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1}
     return [
         {"step": "onnxruntime defaults (no SessionOptions)", "defaults": True},
         {"step": f"ORT_DISABLE_ALL, {threads} intra-op threads", "options": {**base, "level": "ORT_DISABLE_ALL"}},
@@ -247,9 +247,9 @@ def steps(threads: int) -> list[dict[str, Any]]:
         {"step": "+ static batch (free dimension override batch=1)", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1}},
         {"step": "  (variant: memory pattern off)", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1, "enable_mem_pattern": False}},
         {"step": "  (variant: CPU memory arena off)", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1, "enable_cpu_mem_arena": False}},
-        {"step": "  (variant: no spinning threads)", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1, "config": {"session.intra_op.allow_spinning": "0"}}},
-        {"step": "+ rewrite phase-convtranspose", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1}, "rewrites": ["phase-convtranspose"]},
-        {"step": "+ rewrite fold-gain", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1}, "rewrites": ["phase-convtranspose", "fold-gain"]},
+        {"step": "  (variant: rewrite phase-convtranspose)", "options": tuned, "rewrites": ["phase-convtranspose"]},
+        {"step": "+ rewrite fold-gain", "options": tuned, "rewrites": ["fold-gain"]},
+        {"step": "+ no spinning threads", "options": {**tuned, "config": {"session.intra_op.allow_spinning": "0"}}, "rewrites": ["fold-gain"]},
     ]
 
 
@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     only = [int(s) for s in args.steps.split(",")] if args.steps else None
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         results = [run_bundle(Path(b), args.threads, args.rounds, only) for b in args.bundle]
     except LgfaError as exc:
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "rounds": args.rounds,
         "batch": 1,
+        "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
         "bundles": results,
     }
     for res in results:

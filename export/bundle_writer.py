@@ -29,8 +29,9 @@ from export.onnx_export import OPSET, TRACE_BATCH, build_module, bundle_specs, e
 from lgfa_deploy.bundle import FORMAT, MANIFEST, PRECISIONS, SCHEMA_VERSION, Bundle, file_entry, graph_file, write_json_atomic
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
-from training.checkpoints import load_models, save_checkpoint
-from training.clip_model import vocabulary_path
+from training.checkpoints import attach_e4e, load_models, save_checkpoint
+from training.clip_model import CLIP_MEAN, CLIP_STD, clip_image_size, vocabulary_path
+from training.e4e import save_e4e
 
 if TYPE_CHECKING:
     from training.checkpoints import Models
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
+E4E_WEIGHTS = "e4e.safetensors"
 
 
 @dataclass
@@ -171,9 +173,14 @@ def write_graphs(
 
 
 def manifest_for(models: Models, root: Path, frames: int, graphs: dict[str, Any], tokenizer: str) -> dict[str, Any]:
-    """The manifest of a bundle whose files are already in ``root``."""
+    """The manifest of a bundle whose files are already in ``root``.
+
+    ``model`` carries what the runtime needs to prepare a photo without torch: the aligned face's
+    side for e4e (``face_size``, with the photo graphs) and the CLIP image tower's input size, mean
+    and standard deviation.
+    """
     preset = models.preset
-    return {
+    manifest = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,6 +194,9 @@ def manifest_for(models: Models, root: Path, frames: int, graphs: dict[str, Any]
             "frames": frames,
             "prompt_template": preset.prompt_template,
             "context_length": CONTEXT_LENGTH,
+            "clip_image_size": clip_image_size(models.model.encoder),
+            "clip_mean": list(CLIP_MEAN),
+            "clip_std": list(CLIP_STD),
             "config": preset.to_dict(),
         },
         "provenance": {"random_init": models.random_init, "sources": models.sources},
@@ -195,6 +205,21 @@ def manifest_for(models: Models, root: Path, frames: int, graphs: dict[str, Any]
         "graphs": graphs,
         "engines": {},
     }
+    if models.e4e is not None:
+        manifest["model"]["face_size"] = models.e4e.config.input_size
+        manifest["e4e"] = file_entry(root, E4E_WEIGHTS)
+    return manifest
+
+
+def attach_photo_encoder(models: Models, e4e: str | None, seed: int) -> None:
+    """Give ``models`` the e4e of ``e4e``, or a random one where the models are random-init anyway;
+    a real model without an e4e file raises :class:`LgfaError` saying what to pass."""
+    if e4e is None and not models.random_init:
+        raise LgfaError(
+            "the photo graphs need the e4e encoder of this generator: add --e4e FILE (e.g. e4e_ffhq_encode.pt), "
+            "or --no-photo to export without them"
+        )
+    attach_e4e(models, e4e, seed=seed)
 
 
 def export_bundle(
@@ -209,17 +234,25 @@ def export_bundle(
     precisions: Sequence[str] = ("fp32",),
     max_batch: int = 16,
     force: bool = False,
+    e4e: str | None = None,
+    photo: bool = True,
 ) -> ExportSummary:
     """Load models, write a bundle to ``out`` and verify it; raises :class:`LgfaError` on bad input.
 
-    ``frames`` defaults to the preset's inference length. Verification runs on the staged bundle
-    with the weights read back from it; the bundle is moved into place only when every check passes.
+    ``frames`` defaults to the preset's inference length. With ``photo`` (the default) the bundle
+    also gets the photo graphs, from the e4e file ``e4e`` or, for random-init models, a random e4e.
+    Verification runs on the staged bundle with the weights read back from it; the bundle is moved
+    into place only when every check passes.
     """
     from export.verify import verify_bundle
 
+    if e4e is not None and not photo:
+        raise LgfaError("--e4e and --no-photo exclude each other: the e4e encoder is only used by the photo graphs")
     out = check_output_dir(out, force)
     summary = ExportSummary(out)
     models = load_models(preset=preset, checkpoint=checkpoint, stylegan=stylegan, random_init=random_init, seed=seed)
+    if photo:
+        attach_photo_encoder(models, e4e, seed)
     frames = models.preset.frames if frames is None else frames
     start = time.perf_counter()
     with StagedDirectory(out, replace=force) as staged:
@@ -227,6 +260,8 @@ def export_bundle(
             models, staged.path, frames=frames, precisions=precisions, max_batch=max_batch
         )
         save_checkpoint(staged.path / WEIGHTS, models)
+        if models.e4e is not None:
+            save_e4e(staged.path / E4E_WEIGHTS, models.e4e)
         vocabulary = vocabulary_path()
         shutil.copyfile(vocabulary, staged.path / vocabulary.name)
         write_json_atomic(staged.path / MANIFEST, manifest_for(models, staged.path, frames, graphs, vocabulary.name))

@@ -15,24 +15,31 @@ from training.presets import PRESETS
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Write a bundle: the ONNX graphs text_encoder (tokens [batch, 77] -> embedding), motion (embedding ->
-W+ offsets for T frames), synthesis (W+ -> frames) and mapping (z -> w, for seed mode), the weights
-as safetensors for the torch backend, the tokenizer vocabulary and manifest.json describing all of
-them. The bundle is verified (lgfa verify) before it is moved into place; nothing is left behind
-when the export fails or is interrupted.
+Write a bundle: the ONNX graphs text_encoder (tokens [batch, 77] -> embedding), motion (text and
+image embeddings -> W+ offsets for T frames), synthesis (W+ -> frames) and mapping (z -> w, for seed
+mode); for animating a photo also image_encoder (e4e: aligned face -> W+), clip_image (CLIP's image
+tower -> image embedding) and visual_mapper (image embedding -> W+ offset); the weights as
+safetensors for the torch backend (e4e's in e4e.safetensors), the tokenizer vocabulary and
+manifest.json describing all of them. The bundle is verified (lgfa verify) before it is moved into
+place; nothing is left behind when the export fails or is interrupted.
 
 Weights come from one of:
   --checkpoint FILE              this project's checkpoint (.safetensors) or the reference
                                  implementation's Iter_*.pth (add --stylegan FILE when it does not
                                  record the generator)
   --preset NAME --random-init    random weights for every network (tests, benchmarks)
-  --stylegan FILE --random-init  a real StyleGAN2 (rosinality .pt) with random motion and CLIP weights"""
+  --stylegan FILE --random-init  a real StyleGAN2 (rosinality .pt) with random motion and CLIP weights
+
+The photo graphs need e4e, the encoder trained for the generator: --e4e FILE (e4e_ffhq_encode.pt,
+or a bundle's e4e.safetensors). Random-init models get a random e4e (it inverts no face; the
+bundle says random-init). --no-photo leaves the photo graphs out (seeds and latents only)."""
 
 EXAMPLES = """\
 examples:
   lgfa export --preset tiny --random-init --out engines/tiny
   lgfa export --checkpoint runs/ffhq/last.safetensors --out engines/ffhq --precision fp32,fp16
-  lgfa export --checkpoint Iter_000800.pth --stylegan 550000.pt --out engines/paper
+  lgfa export --checkpoint Iter_000800.pth --stylegan 550000.pt --e4e e4e_ffhq_encode.pt --out engines/paper
+  lgfa export --checkpoint runs/ffhq/last.safetensors --no-photo --out engines/ffhq-seeds
   lgfa export --stylegan 550000.pt --random-init --frames 24 --out engines/ffhq-random --force
 
 then:
@@ -72,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--preset", choices=list(PRESETS), help="model sizes, for --random-init")
     source.add_argument("--random-init", action="store_true", help="random weights where no file gives them")
     source.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    source.add_argument(
+        "--e4e", metavar="FILE", help="e4e encoder for the photo graphs (e4e_ffhq_encode.pt or an lgfa e4e.safetensors)"
+    )
+    parser.add_argument(
+        "--no-photo", action="store_true",
+        help="leave out the photo graphs (image_encoder, clip_image, visual_mapper): seeds and latents only",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle directory to write")
     parser.add_argument(
         "--frames", type=_positive(2), metavar="T", help="frames the motion graph is unrolled for (default: the preset's, 16)"
@@ -104,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         precisions=args.precision,
         max_batch=args.max_batch,
         force=args.force,
+        e4e=args.e4e,
+        photo=not args.no_photo,
     )
     for graph in summary.graphs:
         sizes = ", ".join(f"{p} {b / 2**20:.1f} MiB" for p, b in graph.bytes.items())

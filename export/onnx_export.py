@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lgfa_deploy.graphs import GraphSpec, graph_specs
-from training.clip_model import TextEncoder, tokenize
+from training.clip_model import ImageEncoder, TextEncoder, clip_image_size, tokenize
 
 if TYPE_CHECKING:
     from training.checkpoints import Models
@@ -39,16 +39,17 @@ SAMPLE_EXPRESSIONS = ("smiling", "angry", "closing eyes", "winking", "shocked", 
 
 
 class MotionGraph(nn.Module):
-    """Text embedding [B, E] -> W+ offsets [B, T, L, S]: the recurrence unrolled for T frames from h_0 = 0,
-    with the inference ("linear") step decay, then the text-aware mapper H_t."""
+    """Text and image embeddings [B, E] -> W+ offsets [B, T, L, S]: the recurrence from z_0 = text + image
+    (image zeros without a photo) unrolled for T frames from h_0 = 0, with the inference ("linear")
+    step decay, then the text-aware mapper H_t."""
 
     def __init__(self, model: AnimationModel, frames: int) -> None:
         super().__init__()
         self.model = model
         self.frames = frames
 
-    def forward(self, text_embedding: Tensor) -> Tensor:
-        return self.model.motion_offsets(text_embedding, self.frames, decay="linear")
+    def forward(self, text_embedding: Tensor, image_embedding: Tensor) -> Tensor:
+        return self.model.motion_offsets(text_embedding, self.frames, image_embedding, decay="linear")
 
 
 class SynthesisGraph(nn.Module):
@@ -73,6 +74,12 @@ class MappingGraph(nn.Module):
         return self.generator.mapping(z)
 
 
+def _image_encoder(models: Models) -> nn.Module:
+    if models.e4e is None:
+        raise RuntimeError("the image_encoder graph needs an e4e encoder: attach one with training.checkpoints.attach_e4e")
+    return models.e4e
+
+
 def _sample_tokens(models: Models, batch: int, rng: torch.Generator) -> tuple[Tensor, ...]:
     start = int(torch.randint(len(SAMPLE_EXPRESSIONS), (1,), generator=rng))
     expressions = [SAMPLE_EXPRESSIONS[(start + i) % len(SAMPLE_EXPRESSIONS)] for i in range(batch)]
@@ -81,6 +88,24 @@ def _sample_tokens(models: Models, batch: int, rng: torch.Generator) -> tuple[Te
 
 def _sample_embedding(models: Models, batch: int, rng: torch.Generator) -> tuple[Tensor, ...]:
     return (F.normalize(torch.randn(batch, models.preset.embed_dim, generator=rng), dim=-1),)
+
+
+def _sample_embeddings(models: Models, batch: int, rng: torch.Generator) -> tuple[Tensor, ...]:
+    """A text and an image embedding, as the motion graph takes them with a photo."""
+    return _sample_embedding(models, batch, rng) + _sample_embedding(models, batch, rng)
+
+
+def _sample_faces(models: Models, batch: int, rng: torch.Generator) -> tuple[Tensor, ...]:
+    """RGB in [-1, 1] at e4e's input size: smooth random images (a blurred 8x8 pattern), not pixel noise."""
+    size = _image_encoder(models).config.input_size
+    coarse = torch.rand(batch, 3, 8, 8, generator=rng) * 2 - 1
+    return (F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False),)
+
+
+def _sample_pixels(models: Models, batch: int, rng: torch.Generator) -> tuple[Tensor, ...]:
+    """CLIP-normalised images (about zero mean, unit variance per channel) at the image tower's size."""
+    size = clip_image_size(models.model.encoder)
+    return (torch.randn(batch, 3, size, size, generator=rng),)
 
 
 def _sample_latents(models: Models, batch: int, rng: torch.Generator) -> tuple[Tensor, ...]:
@@ -105,15 +130,20 @@ class GraphRecipe:
 
 RECIPES: dict[str, GraphRecipe] = {
     "text_encoder": GraphRecipe(lambda models, frames: TextEncoder(models.model.encoder), _sample_tokens),
-    "motion": GraphRecipe(lambda models, frames: MotionGraph(models.model, frames), _sample_embedding),
+    "motion": GraphRecipe(lambda models, frames: MotionGraph(models.model, frames), _sample_embeddings),
     "synthesis": GraphRecipe(lambda models, frames: SynthesisGraph(models.generator), _sample_latents),
     "mapping": GraphRecipe(lambda models, frames: MappingGraph(models.generator), _sample_z),
+    "image_encoder": GraphRecipe(lambda models, frames: _image_encoder(models), _sample_faces),
+    "clip_image": GraphRecipe(lambda models, frames: ImageEncoder(models.model.encoder), _sample_pixels),
+    "visual_mapper": GraphRecipe(lambda models, frames: models.model.mapper.v_mapper, _sample_embedding),
 }
 
 
 def bundle_specs(models: Models, frames: int, max_batch: int = 16) -> dict[str, GraphSpec]:
-    """The declarations of every graph for these models, checked to have a recipe each."""
+    """The declarations of every graph for these models (the photo graphs when they have an e4e),
+    checked to have a recipe each."""
     preset = models.preset
+    photo = models.e4e is not None
     specs = graph_specs(
         embed_dim=preset.embed_dim,
         n_latent=models.generator.n_latent,
@@ -121,9 +151,11 @@ def bundle_specs(models: Models, frames: int, max_batch: int = 16) -> dict[str, 
         resolution=models.generator.size,
         frames=frames,
         max_batch=max_batch,
+        face_size=models.e4e.config.input_size if photo else None,
+        clip_image_size=clip_image_size(models.model.encoder) if photo else None,
     )
-    if set(specs) != set(RECIPES):
-        raise RuntimeError(f"graph declarations {sorted(specs)} and export recipes {sorted(RECIPES)} differ")
+    if not set(specs) <= set(RECIPES):
+        raise RuntimeError(f"graph declarations {sorted(specs)} lack export recipes {sorted(set(specs) - set(RECIPES))}")
     return specs
 
 

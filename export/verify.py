@@ -10,8 +10,8 @@ optimum's validation (names, then shapes, then values), stopping a graph at its 
 5. onnxruntime (CPU) against PyTorch on the same inputs at two batch sizes (the smallest declared and
    3, never the traced batch of 2): output shapes, then values, within :data:`THRESHOLDS`.
 
-The PyTorch reference is rebuilt from the bundle's own ``weights.safetensors``; FP16 graphs are
-compared with the FP32 PyTorch model. Prints one table row per check; exit status 1 when any fails.
+The PyTorch reference is rebuilt from the bundle's own ``weights.safetensors`` (and ``e4e.safetensors``
+for the photo graphs); FP16 graphs are compared with the FP32 PyTorch model. Prints one table row per check; exit status 1 when any fails.
 """
 from __future__ import annotations
 
@@ -243,8 +243,9 @@ def _check_hashes(report: VerifyReport, bundle: Bundle) -> set[str]:
             entries.append((name, precision, entry))
             if "external_data" in entry:
                 entries.append((name, precision, entry["external_data"]))
-    for role in ("weights", "tokenizer"):
-        entries.append(("bundle", "-", bundle.manifest[role]))
+    for role in ("weights", "e4e", "tokenizer"):
+        if role in bundle.manifest:
+            entries.append(("bundle", "-", bundle.manifest[role]))
     for key, entry in bundle.manifest.get("engines", {}).items():
         entries.append((entry.get("graph", key), entry.get("precision", "-"), entry))
     for graph, precision, entry in entries:
@@ -268,16 +269,19 @@ def verify_bundle(root: Path) -> VerifyReport:
     from google.protobuf.message import DecodeError
     from tqdm import tqdm
 
-    from training.checkpoints import load_models
+    from training.checkpoints import attach_e4e, load_models
 
     bundle = Bundle.open(root, verify_hashes=False)
     report = VerifyReport(bundle.root)
     altered = _check_hashes(report, bundle)
     models = None
-    if bundle.manifest["weights"]["file"] in altered:
-        report.add("bundle", "-", "values", False, "skipped: the weights file does not match the manifest")
+    weights = [bundle.manifest[role]["file"] for role in ("weights", "e4e") if role in bundle.manifest]
+    if altered & set(weights):
+        report.add("bundle", "-", "values", False, "skipped: a weights file does not match the manifest")
     else:
         models = load_models(checkpoint=str(bundle.weights_path))
+        if bundle.has_photo:
+            attach_e4e(models, bundle.e4e_path)
     for name in tqdm(bundle.graph_names, desc="verify", unit="graph"):
         spec = bundle.graph(name)
         references = None

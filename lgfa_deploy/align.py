@@ -420,7 +420,9 @@ def align_face(image_bgr: np.ndarray, size: int = 256, face: int | None = None) 
         face = 0
     if isinstance(face, bool) or not isinstance(face, (int, np.integer)) or not 0 <= face < len(faces):
         count = f"{len(faces)} faces (0-{len(faces) - 1})" if len(faces) > 1 else "1 face (0)"
-        raise LgfaError(f"face {face} does not exist: the photo has {count}; see them with --list-faces")
+        raise LgfaError(
+            f"face {face} does not exist: the photo has {count}; see them with 'lgfa align PHOTO --list-faces'"
+        )
     chosen = faces[int(face)]
     quad, qsize = ffhq_quad(chosen.landmarks)
     if qsize < 4:

@@ -5,6 +5,9 @@
         frames = animator.animate("The person is smiling.", seed=3)   # uint8 BGR [T, H, W, 3]
         for frame in animator.stream(["The person is smiling.", "The person is angry."]):
             ...                                                       # uint8 BGR [H, W, 3]
+        face = animator.invert("photo.jpg")        # aligned, inverted (e4e), embedded (CLIP) once
+        frames = animator.animate("The person is smiling.", image=face)
+        numpy.save("face.npy", face.content)       # later: animate(..., latent="face.npy"), text-only motion
 """
 from __future__ import annotations
 

@@ -242,6 +242,15 @@ class StageRunner:
         reps = math.ceil(batch / len(self.clip_latents))
         return np.ascontiguousarray(np.concatenate([self.clip_latents] * reps)[:batch])
 
+    def _motion_inputs(self, embedding: np.ndarray) -> dict[str, np.ndarray]:
+        """The motion graph's inputs for text alone: the text embedding, zeros for any other (the photo's)."""
+        spec = self.bundle.graph("motion")
+        batch = len(embedding)
+        return {
+            t.name: embedding if t.name == "text_embedding" else np.zeros(t.concrete(batch), dtype=t.dtype)
+            for t in spec.inputs
+        }
+
     def _timed(self, fn: Callable[[], Any], items: int) -> Timing:
         samples = time_calls(fn, self.config.iters, self.config.warmup, self.sync)
         self.memory.sample()
@@ -254,6 +263,7 @@ class StageRunner:
         texts = self._texts(batch)
         tokens = self.tokenizer(texts)
         embedding = backend.run("text_encoder", {"tokens": tokens})["text_embedding"]
+        motion_inputs = self._motion_inputs(embedding)
         latents = self._latents(batch)
         images = backend.run("synthesis", {"latents": latents})["image"]
         frames = to_uint8_bgr(images)
@@ -264,7 +274,7 @@ class StageRunner:
         if "text_encoder" in wanted:
             out["text_encoder"] = self._timed(lambda: backend.run("text_encoder", {"tokens": tokens}), batch * self.T)
         if "motion" in wanted:
-            out["motion"] = self._timed(lambda: backend.run("motion", {"text_embedding": embedding}), batch * self.T)
+            out["motion"] = self._timed(lambda: backend.run("motion", motion_inputs), batch * self.T)
         if "synthesis" in wanted:
             out["synthesis"] = self._timed(lambda: backend.run("synthesis", {"latents": latents}), batch)
         if "frames" in wanted:
@@ -370,6 +380,13 @@ class StageRunner:
 
 # ----------------------------------------------------------------------------------------------
 # The whole run
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _set_torch_threads(threads: int | None) -> None:
@@ -553,6 +570,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     if threads is None and device == "cpu":
         threads = device_info.cpu_description()["usable_cpus"]
     started = _dt.datetime.now(_dt.timezone.utc)
+    load_before = _load_average()
+    # CPU peaks are measured before the backends load and again at the end; the best is kept.
+    early_peaks = device_info.measure_cpu_peaks(threads) if device == "cpu" and config.measure_cpu_peak else None
     log.info("bench: bundle %s (%s, %d px) on %s, %s threads", bundle.root, bundle.preset, bundle.resolution, device, threads)
 
     plan: list[tuple[str, str, dict[str, Any], list[int], bool]] = []
@@ -606,11 +626,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         raise LgfaError("no backend could run; see the warnings above")
 
     add_ratios(results)
-    device_doc = device_info.describe_device(device, measure_cpu=config.measure_cpu_peak, threads=threads)
+    device_doc = device_info.describe_device(
+        device, measure_cpu=config.measure_cpu_peak, threads=threads, earlier=early_peaks
+    )
     costs = synthesis_costs(bundle, sorted({r["precision"] for r in results}), config.batches)
     for row in results:
         if row["stage"] in FRAME_STAGES:
             row.update(_physical(row, costs, device_doc["peaks"]))
+    if any((r.get("flops_fraction") or 0) > 1 for r in results) and device == "cpu":
+        log.warning("a row exceeds the measured CPU peak: other work on this machine disturbed the peak measurement")
     return {
         "schema": SCHEMA,
         "created": started.isoformat(timespec="seconds"),
@@ -634,6 +658,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "physical_limit": {"peaks": device_doc["peaks"], "synthesis": costs},
         "gpu_memory": memory,
         "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # 1/5/15-minute load averages: other work on the machine disturbs CPU timings.
+        "load_average": {"before": load_before, "after": _load_average()},
         "skipped": skipped,
         "definitions": {
             "p50_ms": "median latency of one call of the stage at this batch (stream stages: between frames)",

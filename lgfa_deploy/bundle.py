@@ -14,10 +14,11 @@ from typing import Any
 
 from lgfa_deploy.atomic import write_json_atomic
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.graphs import GraphSpec
+from lgfa_deploy.graphs import PHOTO_GRAPHS, GraphSpec
 
 FORMAT = "lgfa-bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the motion graph takes an image embedding; photo graphs, e4e weights and CLIP image facts."""
 MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16")
 
@@ -66,9 +67,13 @@ class Bundle:
             raise LgfaError(f"{manifest_path} is not an lgfa bundle manifest; re-export the bundle")
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
+            older = (
+                " (from before the photo path: its motion graph takes no image embedding)"
+                if isinstance(version, int) and version < SCHEMA_VERSION else ""
+            )
             raise LgfaError(
-                f"bundle {root} has schema version {version}, this lgfa-deploy reads {SCHEMA_VERSION}; "
-                "re-export it with this version"
+                f"bundle {root} has schema version {version}{older}, this lgfa-deploy reads {SCHEMA_VERSION}; "
+                "re-export it with 'lgfa export'"
             )
         bundle = cls(root, manifest)
         if verify_hashes:
@@ -112,6 +117,41 @@ class Bundle:
     def random_init(self) -> bool:
         return bool(self.manifest["provenance"]["random_init"])
 
+    # -- the photo path ------------------------------------------------------------------------
+    @property
+    def has_photo(self) -> bool:
+        """Whether the bundle has the photo graphs (exported without ``--no-photo``)."""
+        return all(name in self.manifest["graphs"] for name in PHOTO_GRAPHS)
+
+    def require_photo(self) -> None:
+        """Raise :class:`LgfaError` when the bundle cannot animate a photo."""
+        if not self.has_photo:
+            raise LgfaError(
+                f"bundle {self.root} was exported without the photo graphs (--no-photo); "
+                "re-export it without --no-photo to animate a photo"
+            )
+
+    @property
+    def face_size(self) -> int:
+        """Side in pixels of the aligned face e4e takes (256 for FFHQ)."""
+        self.require_photo()
+        return int(self.model["face_size"])
+
+    @property
+    def clip_image_size(self) -> int:
+        """Side in pixels of the images CLIP's image tower takes (224 for RN50)."""
+        return int(self.model["clip_image_size"])
+
+    @property
+    def clip_mean(self) -> tuple[float, float, float]:
+        """CLIP's per-channel RGB mean of pixels in [0, 1]."""
+        return tuple(float(v) for v in self.model["clip_mean"])
+
+    @property
+    def clip_std(self) -> tuple[float, float, float]:
+        """CLIP's per-channel RGB standard deviation of pixels in [0, 1]."""
+        return tuple(float(v) for v in self.model["clip_std"])
+
     # -- files ---------------------------------------------------------------------------------
     @property
     def tokenizer_path(self) -> Path:
@@ -120,6 +160,12 @@ class Bundle:
     @property
     def weights_path(self) -> Path:
         return self.root / self.manifest["weights"]["file"]
+
+    @property
+    def e4e_path(self) -> Path:
+        """The e4e encoder's weights (safetensors), for the torch backend and ``lgfa verify``."""
+        self.require_photo()
+        return self.root / self.manifest["e4e"]["file"]
 
     @property
     def graph_names(self) -> list[str]:
@@ -144,8 +190,10 @@ class Bundle:
         return self.root / files[precision]["file"]
 
     def file_entries(self) -> list[dict[str, Any]]:
-        """Every file record of the manifest (graphs, weights, tokenizer, engines)."""
+        """Every file record of the manifest (graphs, weights, e4e weights, tokenizer, engines)."""
         entries = [self.manifest["tokenizer"], self.manifest["weights"]]
+        if "e4e" in self.manifest:
+            entries.append(self.manifest["e4e"])
         for graph in self.manifest["graphs"].values():
             for entry in graph["files"].values():
                 entries.append(entry)

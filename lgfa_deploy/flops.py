@@ -319,19 +319,17 @@ def _node_macs(g: _Graph, node: Any) -> tuple[int, int]:
     op = node.op_type
     attrs = _attrs(g.onnx, node)
     if op in ("Conv", "ConvTranspose"):
+        # The weight's second axis is already per group: Cin/group (Conv) or Cout/group (ConvTranspose).
         x, w, y = g.shape(node.input[0]), g.shape(node.input[1]), g.shape(node.output[0])
-        group = int(attrs.get("group", 1))
         kernel = _numel(w[2:])
         bias = _numel(y) if len(node.input) > 2 and node.input[2] else 0
-        if op == "Conv":  # w: [Cout, Cin/group, k...]
+        if op == "Conv":  # w: [Cout, Cin/group, k...]: every output through Cin/group * k taps
             return _numel(y) * w[1] * kernel, bias
-        # ConvTranspose, w: [Cin, Cout/group, k...]: every input pixel goes through the kernel.
-        del group
+        # ConvTranspose, w: [Cin, Cout/group, k...]: every input pixel goes through Cout/group * k taps.
         return _numel(x) * w[1] * kernel, bias
-    if op == "MatMul":
-        a, b, y = g.shape(node.input[0]), g.shape(node.input[1]), g.shape(node.output[0])
-        k = a[-1] if len(a) >= 1 else 1
-        return _numel(y) * k, 0
+    if op == "MatMul":  # [..., M, K] x [..., K, N]
+        a, y = g.shape(node.input[0]), g.shape(node.output[0])
+        return _numel(y) * (a[-1] if a else 1), 0
     # Gemm: Y[M, N] = alpha * A' B' + beta * C
     a, y = g.shape(node.input[0]), g.shape(node.output[0])
     k = a[0] if attrs.get("transA", 0) else a[-1]

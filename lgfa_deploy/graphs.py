@@ -4,6 +4,12 @@ Export builds graphs from these declarations, ``lgfa verify`` checks against the
 builder takes its optimisation profiles from them and the runtime binds I/O by them (reading the
 copy written into a bundle's manifest). A shape entry is an int or the name of a dynamic axis;
 the only dynamic axis is ``batch``.
+
+Every bundle has the animation graphs (``text_encoder``, ``motion``, ``synthesis``, ``mapping``);
+a bundle exported with the photo path also has ``image_encoder`` (e4e: aligned face -> W+),
+``clip_image`` (CLIP's image tower: face -> image embedding E_v) and ``visual_mapper`` (H_v).
+The motion graph always takes an image embedding beside the text embedding; zeros mean "no
+photo" (seed and latent content), so that its start ``z_0 = E_t + E_v`` is then the text alone.
 """
 from __future__ import annotations
 
@@ -107,6 +113,10 @@ class GraphSpec:
         )
 
 
+PHOTO_GRAPHS = ("image_encoder", "clip_image", "visual_mapper")
+"""The graphs of the photo path, declared when an export includes it."""
+
+
 def graph_specs(
     *,
     embed_dim: int,
@@ -115,11 +125,19 @@ def graph_specs(
     resolution: int,
     frames: int,
     max_batch: int = 16,
+    face_size: int | None = None,
+    clip_image_size: int | None = None,
 ) -> dict[str, GraphSpec]:
-    """Declarations of every graph of a bundle, for one model's sizes."""
+    """Declarations of every graph of a bundle, for one model's sizes.
+
+    ``face_size`` (e4e's input side) and ``clip_image_size`` (the CLIP image tower's) add the photo
+    graphs; give both or neither.
+    """
+    if (face_size is None) != (clip_image_size is None):
+        raise ValueError("the photo graphs need both face_size and clip_image_size")
     small = BatchRange(1, 1, max_batch)
     frames_batch = BatchRange(1, min(4, max_batch), max_batch)
-    specs = (
+    specs = [
         GraphSpec(
             "text_encoder",
             (TensorSpec("tokens", "int64", (BATCH, CONTEXT_LENGTH)),),
@@ -130,11 +148,15 @@ def graph_specs(
         ),
         GraphSpec(
             "motion",
-            (TensorSpec("text_embedding", "float32", (BATCH, embed_dim)),),
+            (
+                TensorSpec("text_embedding", "float32", (BATCH, embed_dim)),
+                TensorSpec("image_embedding", "float32", (BATCH, embed_dim)),
+            ),
             (TensorSpec("motion_offsets", "float32", (BATCH, frames, n_latent, style_dim)),),
             small,
             "cosine",
-            f"recurrent motion generator unrolled for {frames} frames + text-aware mapper H_t",
+            f"recurrent motion generator from z0 = text + image embedding (zeros without a photo), "
+            f"unrolled for {frames} frames, + text-aware mapper H_t",
         ),
         GraphSpec(
             "synthesis",
@@ -152,5 +174,32 @@ def graph_specs(
             "cosine",
             "StyleGAN2 mapping network: z -> w (seed mode content)",
         ),
-    )
+    ]
+    if face_size is not None and clip_image_size is not None:
+        specs += [
+            GraphSpec(
+                "image_encoder",
+                (TensorSpec("face", "float32", (BATCH, 3, face_size, face_size)),),
+                (TensorSpec("latents", "float32", (BATCH, n_latent, style_dim)),),
+                small,
+                "cosine",
+                "e4e inversion: aligned face, RGB in [-1, 1] -> W+ (latent_avg included)",
+            ),
+            GraphSpec(
+                "clip_image",
+                (TensorSpec("pixels", "float32", (BATCH, 3, clip_image_size, clip_image_size)),),
+                (TensorSpec("image_embedding", "float32", (BATCH, embed_dim)),),
+                small,
+                "cosine",
+                "CLIP image tower: CLIP-normalised RGB -> L2-normalised image embedding E_v",
+            ),
+            GraphSpec(
+                "visual_mapper",
+                (TensorSpec("image_embedding", "float32", (BATCH, embed_dim)),),
+                (TensorSpec("visual_offset", "float32", (BATCH, n_latent, style_dim)),),
+                small,
+                "cosine",
+                "visual mapper H_v: image embedding -> W+ offset added to the photo's content",
+            ),
+        ]
     return {s.name: s for s in specs}

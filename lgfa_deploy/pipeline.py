@@ -3,8 +3,19 @@
 text -> tokens -> text embedding (cached per text) -> motion offsets [T, L, S] -> per-frame W+
 (content + offsets) -> synthesis in micro-batches -> uint8 BGR frames [H, W, 3].
 
-Content: ``seed`` (z from ``numpy.random.default_rng(seed)`` through the mapping graph, w repeated
-over the L layers) or ``latent`` (W+ [L, S] or [1, L, S], an array or a ``.npy`` file).
+The face, one of:
+
+* ``seed``: z from ``numpy.random.default_rng(seed)`` through the mapping graph, w repeated over
+  the L layers;
+* ``latent``: W+ [L, S] or [1, L, S], an array or a ``.npy`` file;
+* ``image``: a photo (a file or a BGR array), aligned by the FFHQ recipe at e4e's input size
+  (:mod:`lgfa_deploy.align`), inverted by e4e to ``w_inv`` and embedded by CLIP's image tower to
+  E_v; its content is ``w_inv + H_v(E_v)`` (:meth:`Animator.invert`, an :class:`InvertedFace` that
+  can be animated again and again).
+
+The motion graph starts from ``z_0 = E_t + E_v``: with a photo its image embedding, otherwise zeros
+(text-only motion). A latent saved from a photo (``InvertedFace.content``) keeps the face but not
+E_v, so animating it as ``latent`` gives text-only motion.
 
 Texts: at most 77 CLIP tokens, start and end of text included. A longer text is refused with an
 :class:`LgfaError`, not truncated as CLIP's tokenizer would: the prompts put the expression last
@@ -16,6 +27,8 @@ segment's content is chosen as ``content_{k+1} = w_{T-1}^k - offsets_{k+1}[0]``;
 is ``w_{T-1}^k + (offsets_{k+1}[t] - offsets_{k+1}[0])`` and its frame 0 is segment k's last frame,
 bit for bit. A stream emits that shared frame once: T frames for the first sentence, T - 1 for each
 one after it. (The paper's code feeds ``w_{T-1}`` itself back as content, which jumps by H_t(0).)
+With a photo every segment's motion starts from ``E_t + E_v`` with the photo's E_v: the face moves
+on, its embedding stays the photo's.
 
 Streaming: a producer thread runs the backend and hands micro-batches of frames to the consumer
 through a bounded queue, so GPU work overlaps encoding and display and memory stays flat however
@@ -32,7 +45,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -42,6 +55,9 @@ from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
 from lgfa_deploy.tokenizer import ClipTokenizer
 
+if TYPE_CHECKING:
+    from lgfa_deploy.align import AlignedFace
+
 log = logging.getLogger(__name__)
 
 QUEUE_BATCHES = 4
@@ -50,6 +66,21 @@ CACHE_TEXTS = 256
 """Text embeddings kept (least recently used dropped first)."""
 _JOIN_SECONDS = 1.0  # a batch in flight is waited for by close(), which takes the backend lock
 _END = object()
+
+
+@dataclass(frozen=True)
+class InvertedFace:
+    """A photo's face made animatable: aligned, inverted and embedded once, animated as often as wanted."""
+
+    aligned: np.ndarray  # uint8 BGR [R, R, 3]: the aligned face e4e and CLIP saw
+    inverted: np.ndarray  # w_inv [1, L, S] from e4e (latent_avg included)
+    image_embedding: np.ndarray  # E_v [1, E], L2-normalised
+    content: np.ndarray  # w_inv + H_v(E_v) [1, L, S]: the content every frame adds its motion to
+
+
+Latent = str | os.PathLike[str] | np.ndarray
+Photo = str | os.PathLike[str] | np.ndarray
+"""A photo: a file, or a uint8 image array in OpenCV's BGR order (grey and BGRA too)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +99,7 @@ def seed_z(seed: int, style_dim: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((1, style_dim)).astype(np.float32)
 
 
-def load_latent(latent: str | os.PathLike[str] | np.ndarray, n_latent: int, style_dim: int) -> np.ndarray:
+def load_latent(latent: Latent, n_latent: int, style_dim: int) -> np.ndarray:
     """W+ content [1, L, S] float32 from an array or a ``.npy`` file of shape [L, S] or [1, L, S].
 
     A missing or unreadable file, another shape, a non-float dtype, NaN or infinity raise :class:`LgfaError`.
@@ -100,6 +131,43 @@ def load_latent(latent: str | os.PathLike[str] | np.ndarray, n_latent: int, styl
     if not np.isfinite(content).all():
         raise LgfaError(f"{name} contains NaN or infinite values")
     return content
+
+
+def face_pixels(face: np.ndarray) -> np.ndarray:
+    """e4e's input [1, 3, R, R] of an aligned uint8 BGR face [R, R, 3]: RGB scaled to [-1, 1]."""
+    rgb = face[:, :, ::-1].astype(np.float32)
+    return np.ascontiguousarray((rgb / 127.5 - 1.0).transpose(2, 0, 1)[None])
+
+
+def clip_pixels(
+    face: np.ndarray, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> np.ndarray:
+    """CLIP's image input [1, 3, size, size] of an aligned uint8 BGR face: resized (area averaging
+    down, bicubic up, as training resizes its images), RGB in [0, 1], then ``(x - mean) / std``."""
+    import cv2
+
+    side = face.shape[0]
+    if side != size:
+        face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC)
+    rgb = face[:, :, ::-1].astype(np.float32) / 255.0
+    normalised = (rgb - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+
+
+def align_photo(bundle: Bundle, image: Photo, face: int | None = None) -> AlignedFace:
+    """The face of a photo aligned for the bundle's e4e (its ``face_size``); ``face`` picks one of
+    several (largest first, default the largest). A bundle without the photo graphs, an unreadable
+    file, no face and the other problems of a photo raise :class:`LgfaError` in one line."""
+    bundle.require_photo()
+    from lgfa_deploy.align import align_face, read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        photo = read_image(image)
+        try:
+            return align_face(photo, size=bundle.face_size, face=face)
+        except LgfaError as exc:
+            raise LgfaError(f"{image}: {exc}") from None
+    return align_face(image, size=bundle.face_size, face=face)
 
 
 def check_text(tokenizer: ClipTokenizer, text: str) -> str:
@@ -214,34 +282,85 @@ class Animator:
                 self._embeddings.popitem(last=False)
             return embedding
 
-    def offsets(self, text: str) -> np.ndarray:
-        """Motion offsets H_t(m_t) [T, L, S] of ``text``; offsets[0] = H_t(0) is the same for every text."""
-        return self._run("motion", {"text_embedding": self.embed(text)})["motion_offsets"][0]
+    def offsets(self, text: str, image_embedding: np.ndarray | None = None) -> np.ndarray:
+        """Motion offsets H_t(m_t) [T, L, S] of ``text``, started from the photo's image embedding [1, E]
+        when given (zeros otherwise); offsets[0] = H_t(0) is the same for every text."""
+        text_embedding = self.embed(text)
+        if image_embedding is None:
+            image_embedding = np.zeros_like(text_embedding)
+        inputs = {"text_embedding": text_embedding, "image_embedding": image_embedding}
+        return self._run("motion", inputs)["motion_offsets"][0]
 
-    def content(self, seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None) -> np.ndarray:
-        """Content W+ [1, L, S] from a seed (default 0) or a latent; both at once raise :class:`LgfaError`."""
+    def invert(self, image: Photo | AlignedFace, face: int | None = None) -> InvertedFace:
+        """Align a photo (a file or a BGR array; ``face`` picks one of several, default the largest),
+        invert it with e4e and embed it with CLIP: an :class:`InvertedFace` to animate with ``image=``.
+
+        An :class:`lgfa_deploy.align.AlignedFace` of the bundle's ``face_size`` is taken as aligned.
+        A bundle without the photo graphs and every problem of the photo raise :class:`LgfaError`.
+        """
+        from lgfa_deploy.align import AlignedFace
+
+        aligned = image if isinstance(image, AlignedFace) else align_photo(self.bundle, image, face)
+        pixels = aligned.image
+        size = self.bundle.face_size
+        if pixels.shape != (size, size, 3) or pixels.dtype != np.uint8:
+            raise LgfaError(f"the aligned face must be uint8 [{size}, {size}, 3] for this bundle, got "
+                            f"{pixels.dtype} {list(pixels.shape)}; align the photo at --size {size}")
+        bundle = self.bundle
+        inverted = self._run("image_encoder", {"face": face_pixels(pixels)})["latents"]
+        clip_input = clip_pixels(pixels, bundle.clip_image_size, bundle.clip_mean, bundle.clip_std)
+        embedding = self._run("clip_image", {"pixels": clip_input})["image_embedding"]
+        offset = self._run("visual_mapper", {"image_embedding": embedding})["visual_offset"]
+        return InvertedFace(pixels, inverted, embedding, inverted + offset)
+
+    def content(
+        self, seed: int | None = None, latent: Latent | None = None, image: Photo | InvertedFace | None = None
+    ) -> np.ndarray:
+        """Content W+ [1, L, S] of a seed (the default, seed 0), a latent or a photo; more than one
+        raises :class:`LgfaError`."""
+        return self._face(seed, latent, image)[0]
+
+    def _face(
+        self, seed: int | None, latent: Latent | None, image: Photo | InvertedFace | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Content W+ [1, L, S] and the image embedding [1, E] that starts the motion (None: text only)."""
+        given = [name for name, value in (("seed", seed), ("latent", latent), ("image", image)) if value is not None]
+        if len(given) > 1:
+            raise LgfaError(f"give one face: a seed, a latent or an image, not both {given[0]} and {given[1]}")
         n_latent, style_dim = self.bundle.n_latent, self.bundle.style_dim
+        if image is not None:
+            inverted = image if isinstance(image, InvertedFace) else self.invert(image)
+            return inverted.content, inverted.image_embedding
         if latent is not None:
-            if seed is not None:
-                raise LgfaError("give a seed or a latent, not both")
-            return load_latent(latent, n_latent, style_dim)
+            return load_latent(latent, n_latent, style_dim), None
         seed = check_seed(0 if seed is None else seed)
         w = self._run("mapping", {"z": seed_z(seed, style_dim)})["w"]
-        return np.repeat(w[:, None], n_latent, axis=1)
+        return np.repeat(w[:, None], n_latent, axis=1), None
 
-    def latents(self, text: str, seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None) -> np.ndarray:
+    def latents(
+        self, text: str, seed: int | None = None, latent: Latent | None = None, image: Photo | InvertedFace | None = None
+    ) -> np.ndarray:
         """Per-frame W+ [T, L, S] of one sentence: content + offsets[t]."""
-        return self.content(seed, latent)[0] + self.offsets(text)
+        content, image_embedding = self._face(seed, latent, image)
+        return content[0] + self.offsets(text, image_embedding)
 
     def segment_latents(
-        self, texts: Iterable[str], seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None
+        self,
+        texts: Iterable[str],
+        seed: int | None = None,
+        latent: Latent | None = None,
+        image: Photo | InvertedFace | None = None,
     ) -> Iterator[np.ndarray]:
         """Per-frame W+ [T, L, S] of each sentence, chained: each segment's frame 0 is the last one's frame T-1."""
-        content = self.content(seed, latent)
-        return (latents for _, latents, _ in self._chain(self._texts(texts), content))
+        content, image_embedding = self._face(seed, latent, image)
+        return (latents for _, latents, _ in self._chain(self._texts(texts), content, image_embedding))
 
     def _chain(
-        self, texts: Iterable[str], content: np.ndarray, stop: threading.Event | None = None
+        self,
+        texts: Iterable[str],
+        content: np.ndarray,
+        image_embedding: np.ndarray | None,
+        stop: threading.Event | None = None,
     ) -> Iterator[tuple[str, np.ndarray, float]]:
         """(text, per-frame W+ [T, L, S], time the text was taken up) for each sentence, chained."""
         last = None
@@ -249,7 +368,7 @@ class Animator:
             if stop is not None and stop.is_set():
                 return
             started = time.perf_counter()
-            offsets = self.offsets(text)
+            offsets = self.offsets(text, image_embedding)
             latents = content[0] + offsets if last is None else last + (offsets - offsets[0])
             last = latents[-1]
             yield text.strip(), latents, started
@@ -282,38 +401,44 @@ class Animator:
         return np.concatenate(list(self._batches(latents)))
 
     # -- whole clips --------------------------------------------------------------------------------
-    def animate(self, text: str, seed: int | None = None, latent: str | os.PathLike[str] | np.ndarray | None = None) -> np.ndarray:
-        """uint8 BGR frames [T, H, W, 3] of the face (seed, default 0, or latent) performing ``text``."""
-        return self.render(self.latents(text, seed, latent))
+    def animate(
+        self, text: str, seed: int | None = None, latent: Latent | None = None, image: Photo | InvertedFace | None = None
+    ) -> np.ndarray:
+        """uint8 BGR frames [T, H, W, 3] of the face (seed, default 0, latent or photo) performing ``text``."""
+        return self.render(self.latents(text, seed, latent, image))
 
     def stream(
         self,
         texts: Iterable[str] | str,
         seed: int | None = None,
-        latent: str | os.PathLike[str] | np.ndarray | None = None,
+        latent: Latent | None = None,
+        image: Photo | InvertedFace | None = None,
     ) -> Iterator[np.ndarray]:
         """Frames [H, W, 3] of sentence after sentence, chained, each as soon as its micro-batch is done.
 
-        ``texts`` may be any iterable, also an endless or slow one (lines typed into stdin); the seed
-        or latent and a list of texts are checked before this returns.
+        ``texts`` may be any iterable, also an endless or slow one (lines typed into stdin); the face
+        (seed, latent or photo, inverted here) and a list of texts are checked before this returns.
         """
-        return (frame.image for frame in self.stream_frames(texts, seed, latent))
+        return (frame.image for frame in self.stream_frames(texts, seed, latent, image))
 
     def stream_frames(
         self,
         texts: Iterable[str] | str,
         seed: int | None = None,
-        latent: str | os.PathLike[str] | np.ndarray | None = None,
+        latent: Latent | None = None,
+        image: Photo | InvertedFace | None = None,
     ) -> Iterator[StreamFrame]:
         """Like :meth:`stream`, with each frame's index, sentence and timing."""
-        content = self.content(seed, latent)
-        return self._stream(self._texts(texts), content)
+        content, image_embedding = self._face(seed, latent, image)
+        return self._stream(self._texts(texts), content, image_embedding)
 
-    def _stream(self, texts: Iterable[str], content: np.ndarray) -> Iterator[StreamFrame]:
+    def _stream(
+        self, texts: Iterable[str], content: np.ndarray, image_embedding: np.ndarray | None
+    ) -> Iterator[StreamFrame]:
         items: queue.Queue = queue.Queue(maxsize=self.queue_batches)
         stop = threading.Event()
         producer = threading.Thread(
-            target=self._produce, args=(texts, content, items, stop), name="lgfa-producer", daemon=True
+            target=self._produce, args=(texts, content, image_embedding, items, stop), name="lgfa-producer", daemon=True
         )
         producer.start()
         index = 0
@@ -334,10 +459,17 @@ class Animator:
             if producer.is_alive():
                 log.debug("the frame producer is still waiting for its next text; leaving it behind")
 
-    def _produce(self, texts: Iterable[str], content: np.ndarray, items: queue.Queue, stop: threading.Event) -> None:
+    def _produce(
+        self,
+        texts: Iterable[str],
+        content: np.ndarray,
+        image_embedding: np.ndarray | None,
+        items: queue.Queue,
+        stop: threading.Event,
+    ) -> None:
         """Producer thread: chained segments -> micro-batches of frames -> ``items``; ends with _END or the error."""
         try:
-            for segment, (text, latents, started) in enumerate(self._chain(texts, content, stop)):
+            for segment, (text, latents, started) in enumerate(self._chain(texts, content, image_embedding, stop)):
                 fresh = latents if segment == 0 else latents[1:]
                 first = 1 if items.empty() else None
                 for frames in self._batches(fresh, first):

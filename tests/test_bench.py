@@ -57,7 +57,7 @@ def test_results_document_describes_device_and_bundle(bench_run) -> None:
     assert device["peaks"]["fp32_tflops"] > 0 and device["peaks"]["bandwidth_gbps"] > 0
     bundle = doc["bundle"]
     assert (bundle["preset"], bundle["resolution"], bundle["random_init"]) == ("tiny", 32, True)
-    assert "provenance" in bundle and set(bundle["graphs"]) == {"text_encoder", "motion", "synthesis", "mapping"}
+    assert "provenance" in bundle and {"text_encoder", "motion", "synthesis", "mapping"} <= set(bundle["graphs"])
 
 
 def test_every_stage_is_measured_for_every_configuration(bench_run) -> None:

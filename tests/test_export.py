@@ -20,10 +20,12 @@ from export.verify import verify_bundle
 from lgfa_deploy.bundle import MANIFEST, SCHEMA_VERSION, Bundle, file_entry, write_json_atomic
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.graphs import graph_specs
+from lgfa_deploy.graphs import PHOTO_GRAPHS, graph_specs
 from tests.bundles import TINY_MAX_BATCH, copy_bundle
+from training.clip_model import CLIP_MEAN, CLIP_STD
 from training.presets import get_preset
 
+BASE_GRAPHS = ("text_encoder", "motion", "synthesis", "mapping")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,10 +49,14 @@ def test_tiny_bundle_manifest(tiny_bundle: Path) -> None:
     assert bundle.prompt_template == preset.prompt_template
     assert manifest["model"]["config"] == preset.to_dict()
     assert bundle.weights_path.name == "weights.safetensors" and bundle.tokenizer_path.is_file()
+    assert bundle.e4e_path.name == "e4e.safetensors" and bundle.has_photo
+    assert (bundle.face_size, bundle.clip_image_size) == (64, 64)
+    assert bundle.clip_mean == CLIP_MEAN and bundle.clip_std == CLIP_STD
     expected = graph_specs(
-        embed_dim=64, n_latent=8, style_dim=64, resolution=32, frames=16, max_batch=TINY_MAX_BATCH
+        embed_dim=64, n_latent=8, style_dim=64, resolution=32, frames=16, max_batch=TINY_MAX_BATCH,
+        face_size=64, clip_image_size=64,
     )
-    assert bundle.graph_names == list(expected)
+    assert bundle.graph_names == [*BASE_GRAPHS, *PHOTO_GRAPHS] == list(expected)
     for name, spec in expected.items():
         assert bundle.graph(name) == spec
         entry = manifest["graphs"][name]
@@ -59,13 +65,18 @@ def test_tiny_bundle_manifest(tiny_bundle: Path) -> None:
         assert entry["files"]["fp16"]["file"] == f"{name}.fp16.onnx"
     assert manifest["engines"] == {}
     assert manifest["graphs"]["motion"]["outputs"][0]["shape"] == ["batch", 16, 8, 64]
+    assert [t["name"] for t in manifest["graphs"]["motion"]["inputs"]] == ["text_embedding", "image_embedding"]
+    assert manifest["graphs"]["image_encoder"]["inputs"][0]["shape"] == ["batch", 3, 64, 64]
+    assert manifest["graphs"]["image_encoder"]["outputs"][0]["shape"] == ["batch", 8, 64]
+    assert manifest["graphs"]["clip_image"]["outputs"][0]["shape"] == ["batch", 64]
+    assert manifest["graphs"]["visual_mapper"]["outputs"][0]["shape"] == ["batch", 8, 64]
 
 
 def test_tiny_bundle_verifies(tiny_bundle: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["verify", str(tiny_bundle)]) == 0
     table = capsys.readouterr().out
     assert "all checks passed" in table
-    for name in ("text_encoder", "motion", "synthesis", "mapping"):
+    for name in (*BASE_GRAPHS, *PHOTO_GRAPHS):
         for precision in ("fp32", "fp16"):
             for check in ("onnx checker", "opset", "tensorrt operators", "names", "shapes", "values b=1", "values b=3"):
                 assert any(

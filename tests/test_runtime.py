@@ -112,8 +112,10 @@ def test_backend_run_checks_batch_and_inputs(bundle_dir: Path) -> None:
             backend.run("mapping", {"x": np.zeros((1, S), np.float32)})
         with pytest.raises(LgfaError, match="must have shape"):
             backend.run("synthesis", {"latents": np.zeros((1, L + 1, S), np.float32)})
-        with pytest.raises(LgfaError, match="has no graph"):
-            backend.run("image_encoder", {})
+        with pytest.raises(LgfaError, match="has no graph 'decoder'"):
+            backend.run("decoder", {})
+        with pytest.raises(LgfaError, match=r"takes inputs \['text_embedding', 'image_embedding'\]"):
+            backend.run("motion", {"text_embedding": np.zeros((1, S), np.float32)})
 
 
 def test_latent_content_matches_seed_content(ort: Animator, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from training.clip_model import openai_to_open_clip
+from training.e4e import E4E, E4E_FORMAT, e4e_config_for, load_e4e, random_e4e
 from training.errors import CheckpointError
 from training.motion import AnimationModel
 from training.presets import PRESETS, Preset, get_preset
@@ -49,17 +50,20 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 @dataclass
 class Models:
-    """Everything one animation needs, in PyTorch."""
+    """Everything one animation needs, in PyTorch; ``e4e`` (the photo path's inversion) once attached."""
 
     preset: Preset
     model: AnimationModel
     generator: Generator
     random_init: bool
     sources: list[dict[str, str]] = field(default_factory=list)
+    e4e: E4E | None = None
 
     def eval(self) -> "Models":
         self.model.eval()
         self.generator.eval()
+        if self.e4e is not None:
+            self.e4e.eval()
         return self
 
 
@@ -173,7 +177,7 @@ def load_clip_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     expected = "a CLIP state dict (open_clip or OpenAI key names)"
     path = Path(path)
     if path.suffix == ".safetensors":
-        sd = _load_safetensors(path, expected)
+        sd = load_safetensors(path, expected)
     else:
         obj = torch_load(path, expected)
         if isinstance(obj, Mapping) and "state_dict" in obj:
@@ -198,7 +202,8 @@ def load_e4e_latent_avg(path: str | os.PathLike) -> torch.Tensor:
 
 
 # -- the project's own checkpoint --------------------------------------------------------------
-def _load_safetensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
+def load_safetensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a missing or unreadable file raises :class:`CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; expected {expected}")
     try:
@@ -260,7 +265,7 @@ def _own_checkpoint(path: Path) -> tuple[Preset, dict[str, torch.Tensor], dict[s
             f"{path} is an lgfa checkpoint of schema {meta.get('schema_version')}; this version reads {CHECKPOINT_SCHEMA}"
         )
     preset = Preset(**json.loads(meta["preset"]))
-    tensors = _load_safetensors(path, "an lgfa checkpoint")
+    tensors = load_safetensors(path, "an lgfa checkpoint")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     generator = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
     return preset, model, generator, meta
@@ -374,6 +379,36 @@ def load_models(
     return Models(chosen, model, generator, is_random, sources).eval()
 
 
+def attach_e4e(models: Models, path: str | os.PathLike | None = None, seed: int = 0) -> Models:
+    """Give ``models`` the e4e encoder of the photo path and return them.
+
+    From ``path`` (``e4e_ffhq_encode.pt`` or this project's e4e file), recorded in ``sources`` with
+    role ``e4e``; without one, a random e4e seeded by ``seed`` whose ``latent_avg`` is the generator's
+    mean latent, and the models count as random-init. An e4e that does not fit the generator's
+    W+ layers raises :class:`CheckpointError`.
+    """
+    n_latent, style_dim = models.generator.n_latent, models.generator.style_dim
+    if path is not None:
+        e4e = load_e4e(path, n_latent=n_latent)
+        if e4e.config.style_dim != style_dim:
+            raise CheckpointError(
+                f"{path} predicts styles of {e4e.config.style_dim}; the generator's are {style_dim}"
+            )
+        models.sources.append({"role": "e4e", "path": str(path), "sha256": sha256_file(path)})
+    else:
+        try:
+            config = e4e_config_for(n_latent, style_dim, tiny=models.preset.name == "tiny")
+        except ValueError as exc:
+            raise CheckpointError(f"no e4e fits preset {models.preset.name}: {exc}") from None
+        with torch.no_grad():
+            latent_avg = models.generator.mean_latent(seed=seed)
+        e4e = random_e4e(config, latent_avg, seed)
+        models.random_init = True
+        log.info("random-init: the e4e encoder is random (it inverts no face)")
+    models.e4e = e4e
+    return models
+
+
 # -- describing files --------------------------------------------------------------------------
 def describe_object(obj: Any) -> str:
     """A short phrase for what a loaded object is, for error messages."""
@@ -396,12 +431,19 @@ def describe_file(path: str | os.PathLike) -> str:
     if meta is not None:
         if meta.get("format") == CHECKPOINT_FORMAT:
             preset = json.loads(meta["preset"])
-            tensors = _load_safetensors(path, "an lgfa checkpoint")
+            tensors = load_safetensors(path, "an lgfa checkpoint")
             random = " (random-init weights)" if json.loads(meta.get("random_init", "false")) else ""
             step = f", step {meta['step']}" if "step" in meta else ""
             return (
                 f"LGFA checkpoint, preset {preset['name']}, {preset['resolution']} px, "
                 f"{2 * int(preset['resolution']).bit_length() - 4} latents, {_count(tensors):,} parameters{step}{random}"
+            )
+        if meta.get("format") == E4E_FORMAT:
+            e4e = load_e4e(path)
+            config = e4e.config
+            return (
+                f"lgfa e4e encoder ({config.name}), {config.input_size} px faces -> {config.n_styles} latents of "
+                f"{config.style_dim}, {_count(e4e.encoder.state_dict()):,} parameters"
             )
         return f"safetensors file with {len(load_file(str(path)))} tensors, not an lgfa checkpoint"
     obj = torch_load(path, "a checkpoint")

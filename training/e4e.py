@@ -10,16 +10,20 @@ e4e's progressive training stages are not.
 :class:`Encoder4Editing` holds exactly the checkpoint's ``encoder.*`` entries; :class:`E4E` wraps it
 with the ``latent_avg`` buffer, so its state dict is ``encoder.*`` plus ``latent_avg``, the
 checkpoint's namespace. :func:`load_e4e` reads the published file through the project's checkpoint
-I/O. The forward pass exports to ONNX opset 17 with a free batch axis: Conv, BatchNormalization,
-PRelu, MaxPool, GlobalAveragePool, Sigmoid, LeakyRelu, Resize (linear, align_corners), Gemm/MatMul.
+I/O, and also the project's own safetensors form that :func:`save_e4e` writes (a bundle's
+``e4e.safetensors``). The forward pass exports to ONNX opset 17 with a free batch axis: Conv,
+BatchNormalization, PRelu, MaxPool, GlobalAveragePool, Sigmoid, LeakyRelu, Resize (linear,
+align_corners), Gemm/MatMul.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -279,12 +283,30 @@ def _closest_config(layout: Mapping[str, tuple[int, ...]], n_styles: int) -> tup
 
 
 def load_e4e(path: str | os.PathLike, n_latent: int | None = None) -> E4E:
-    """Read an e4e checkpoint (``state_dict`` with ``encoder.*``, ``latent_avg``) into a frozen :class:`E4E`.
+    """Read an e4e encoder into a frozen :class:`E4E`: the published ``e4e_ffhq_encode.pt`` layout, or
+    this project's own file (:func:`save_e4e`, a bundle's ``e4e.safetensors``).
+
+    ``n_latent`` (the generator's W+ layers) is checked when given. Every misfit raises
+    :class:`CheckpointError` naming what was found and expected.
+    """
+    from training.checkpoints import read_checkpoint_metadata
+
+    meta = read_checkpoint_metadata(path) if Path(path).is_file() else None
+    model = _load_published_e4e(path) if meta is None else _load_own_e4e(Path(path), meta)
+    if n_latent is not None and model.config.n_styles != n_latent:
+        raise CheckpointError(
+            f"{path} inverts to {model.config.n_styles} latents but the generator has {n_latent}; "
+            "use the e4e trained for that generator"
+        )
+    return model
+
+
+def _load_published_e4e(path: str | os.PathLike) -> E4E:
+    """An e4e checkpoint (``state_dict`` with ``encoder.*``, ``latent_avg``).
 
     The architecture is the registered one whose layout the file matches exactly (the published
     FFHQ encoder, or the tiny test one), with the file's number of styles; ``decoder.*``, ``opts``
-    and any discriminator entries are ignored. ``n_latent`` (the generator's W+ layers) is checked
-    when given. Every misfit raises :class:`CheckpointError` naming what was found and expected.
+    and any discriminator entries are ignored.
     """
     from training.checkpoints import describe_object, torch_load
 
@@ -315,12 +337,6 @@ def load_e4e(path: str | os.PathLike, n_latent: int | None = None) -> E4E:
         raise CheckpointError(
             f"{path}: its encoder is not e4e's IR-SE-50 layout ({'; '.join(problems)}); expected {expected}"
         )
-    if n_latent is not None and config.n_styles != n_latent:
-        raise CheckpointError(
-            f"{path} inverts to {config.n_styles} latents but the generator has {n_latent}; "
-            "use the e4e trained for that generator"
-        )
-
     latent_avg = obj.get("latent_avg")
     if not torch.is_tensor(latent_avg):
         raise CheckpointError(f"{path} has no 'latent_avg' tensor (found {describe_object(obj)}); expected {expected}")
@@ -331,11 +347,88 @@ def load_e4e(path: str | os.PathLike, n_latent: int | None = None) -> E4E:
             f"{path}: latent_avg has shape {tuple(latent_avg.shape)}; expected ({config.n_styles}, {config.style_dim})"
         )
 
-    with torch.device("meta"):
-        model = E4E(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in encoder.items()}
     state["latent_avg"] = latent_avg.float().clone()
+    return _frozen(config, state)
+
+
+def _frozen(config: E4EConfig, state: Mapping[str, Tensor]) -> E4E:
+    """An evaluation-mode :class:`E4E` of ``config`` holding ``state`` (checked key for key), no gradients."""
+    with torch.device("meta"):
+        model = E4E(config)
     model.load_state_dict(state, strict=True, assign=True)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# This project's e4e file, and a random e4e for tests
+
+
+E4E_FORMAT = "lgfa-e4e"
+E4E_SCHEMA = 1
+
+
+def save_e4e(path: str | os.PathLike, model: E4E) -> None:
+    """Write ``model`` as one safetensors file, atomically: ``encoder.*`` and ``latent_avg``, with its
+    architecture as JSON metadata (what a bundle's ``e4e.safetensors`` holds)."""
+    from safetensors.torch import save_file
+
+    from training.checkpoints import atomic_path
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": E4E_FORMAT,
+        "schema_version": str(E4E_SCHEMA),
+        "config": json.dumps(dataclasses.asdict(model.config)),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_own_e4e(path: Path, meta: Mapping[str, str]) -> E4E:
+    from training.checkpoints import load_safetensors
+
+    if meta.get("format") != E4E_FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an lgfa e4e file (format {meta.get('format')!r})")
+    if meta.get("schema_version") != str(E4E_SCHEMA):
+        raise CheckpointError(
+            f"{path} is an lgfa e4e file of schema {meta.get('schema_version')}; this version reads {E4E_SCHEMA}"
+        )
+    try:
+        fields = json.loads(meta["config"])
+        config = E4EConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its e4e architecture cannot be read ({exc})") from None
+    tensors = load_safetensors(path, "an lgfa e4e file")
+    own = {"latent_avg": (config.n_styles, config.style_dim), **e4e_layout(config)}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != own:
+        raise CheckpointError(f"{path}: its tensors do not fit the e4e architecture {config.name} it records")
+    return _frozen(config, tensors)
+
+
+def e4e_config_for(n_latent: int, style_dim: int, tiny: bool = False) -> E4EConfig:
+    """The e4e architecture for a generator of ``n_latent`` W+ layers of ``style_dim``: FFHQ's (or the
+    tiny test one), with that many styles. Raises ``ValueError`` when none fits."""
+    base = E4E_CONFIGS["tiny" if tiny else "ffhq"]
+    if style_dim != base.style_dim:
+        raise ValueError(f"e4e {base.name} predicts styles of {base.style_dim}, the generator's are {style_dim}")
+    if n_latent == base.n_styles:
+        return base
+    if n_latent < base.middle_ind:
+        raise ValueError(f"e4e {base.name} needs at least {base.middle_ind} W+ layers, the generator has {n_latent}")
+    return dataclasses.replace(base, name=f"{base.name}-{n_latent}", n_styles=n_latent)
+
+
+def random_e4e(config: E4EConfig, latent_avg: Tensor, seed: int = 0) -> E4E:
+    """A frozen e4e with weights seeded by ``seed`` and the given ``latent_avg`` [n_styles or 1, style_dim]
+    (for tests and benchmarks: it inverts no face)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = E4E(config)
+    model.latent_avg.copy_(latent_avg.detach().expand_as(model.latent_avg))
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model.eval()

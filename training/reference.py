@@ -34,10 +34,15 @@ def animate_reference(
     seed: int = 0,
     content: Tensor | None = None,
     frames: int | None = None,
+    image_embedding: Tensor | None = None,
 ) -> np.ndarray:
-    """Frames [T, H, W, 3] uint8 BGR of ``text`` performed by the seed's face (or by ``content`` W+)."""
+    """Frames [T, H, W, 3] uint8 BGR of ``text`` performed by the seed's face (or by ``content`` W+).
+
+    With a photo, ``content`` is its inversion ``w_inv`` and ``image_embedding`` its normalised CLIP
+    image embedding [1, E]: the motion starts from text + image and ``H_v(E_v)`` joins the content.
+    """
     frames = frames or models.preset.frames
     w_content = content_from_seed(models, seed) if content is None else content
     text_embedding = models.model.encode_text(tokenize([text]))
-    latents = models.model.latents(w_content, text_embedding, frames, decay="linear")[0]
+    latents = models.model.latents(w_content, text_embedding, frames, image_embedding, decay="linear")[0]
     return np.concatenate([to_uint8_bgr(models.generator.synthesis(w[None])) for w in latents])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ _LOAD_ERRORS = (
     ort_state.NotImplemented,
     ort_state.RuntimeException,
 )
+EAGER_GRAPHS = ("text_encoder", "motion", "mapping", "synthesis")
+"""Graphs every animation needs, loaded when the backend opens; the photo graphs load on first use."""
 PRECISION_GRAPHS = ("synthesis",)
 """Graphs run at the requested precision; the others always run fp32."""
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -35,9 +38,9 @@ class OnnxRuntimeBackend(Backend):
     Options: ``threads`` (intra-op threads, default: onnxruntime's choice) and ``device_id`` (CUDA).
     On CUDA, inputs are bound from host memory and outputs stay in device memory until one copy
     back per call (I/O binding), so onnxruntime allocates nothing per call. ``precision="fp16"``
-    applies to synthesis, nearly all of the work; the small text, motion and mapping graphs stay
-    fp32, as in the torch backend (and onnxruntime 1.32's CPU provider crashes optimising the fp16
-    text encoder).
+    applies to synthesis, nearly all of the work; the small text, motion and mapping graphs and the
+    photo graphs (run once per photo) stay fp32, as in the torch backend (and onnxruntime 1.32's CPU
+    provider crashes optimising the fp16 text encoder).
     """
 
     name = "onnxruntime"
@@ -62,32 +65,41 @@ class OnnxRuntimeBackend(Backend):
             self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         else:
             self._providers = ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        self._options = ort.SessionOptions()
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._options.log_severity_level = 3
         if threads is not None:
-            options.intra_op_num_threads = threads
+            self._options.intra_op_num_threads = threads
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._input_types: dict[str, dict[str, type]] = {}
-        for graph in bundle.graph_names:
-            path = bundle.graph_path(graph, precision if graph in PRECISION_GRAPHS else "fp32")
-            self._sessions[graph] = self._load(path, options)
-            self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._sessions[graph].get_inputs()}
-            self._check_io(graph, path)
+        self._lock = threading.Lock()
+        for graph in EAGER_GRAPHS:
+            if graph in bundle.graph_names:
+                self._session(graph)
 
-    def _load(self, path: Path, options: "ort.SessionOptions") -> "ort.InferenceSession":
+    def _session(self, graph: str) -> "ort.InferenceSession":
+        """The session of ``graph``, created on first use: a seed-only run never loads the photo graphs."""
+        with self._lock:
+            if graph not in self._sessions:
+                path = self.bundle.graph_path(graph, self.precision if graph in PRECISION_GRAPHS else "fp32")
+                session = self._load(path)
+                self._check_io(graph, path, session)
+                self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+                self._sessions[graph] = session
+            return self._sessions[graph]
+
+    def _load(self, path: Path) -> "ort.InferenceSession":
         try:
-            return ort.InferenceSession(str(path), options, providers=self._providers)
+            return ort.InferenceSession(str(path), self._options, providers=self._providers)
         except _LOAD_ERRORS as exc:
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise LgfaError(
                 f"onnxruntime cannot load {path} ({reason}); the file is truncated or damaged: re-export the bundle"
             ) from None
 
-    def _check_io(self, graph: str, path: Path) -> None:
+    def _check_io(self, graph: str, path: Path, session: "ort.InferenceSession") -> None:
         """The graph file must have the inputs and outputs its manifest declares."""
         spec = self.spec(graph)
-        session = self._sessions[graph]
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
         if inputs != spec.input_names or not set(spec.output_names) <= set(outputs):
@@ -97,7 +109,7 @@ class OnnxRuntimeBackend(Backend):
             )
 
     def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self._sessions[graph]
+        session = self._session(graph)
         spec = self.spec(graph)
         feed = {name: array.astype(self._input_types[graph][name], copy=False) for name, array in inputs.items()}
         try:

@@ -4,7 +4,9 @@ On a GPU the synthesis network, which is nearly all of the work, runs in FP16 (t
 the demodulation statistics in FP32) with channels_last activations, optionally through
 ``torch.compile``, and is replayed from one CUDA graph per batch size; the conversion to uint8 BGR
 is part of that graph, so each frame crosses to the host as 3 bytes a pixel. The small text,
-motion and mapping networks run eagerly in FP32. On the CPU everything runs plain eager FP32.
+motion and mapping networks and the photo path's networks (e4e from the bundle's
+``e4e.safetensors``, CLIP's image tower, the visual mapper) run eagerly in FP32. On the CPU
+everything runs plain eager FP32.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from lgfa_deploy.backends.base import Backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
 from training.checkpoints import load_models
-from training.clip_model import TextEncoder
+from training.clip_model import ImageEncoder, TextEncoder
+from training.e4e import load_e4e
 from training.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class TorchBackend(Backend):
         super().__init__(bundle, device, precision)
         try:
             models = load_models(checkpoint=str(bundle.weights_path))
+            e4e = load_e4e(bundle.e4e_path, n_latent=bundle.n_latent) if bundle.has_photo else None
         except CheckpointError as exc:
             raise LgfaError(f"cannot load the weights of bundle {bundle.root}: {exc}") from None
         preset = models.preset
@@ -80,6 +84,8 @@ class TorchBackend(Backend):
         self._frames = bundle.frames
         self._model = models.model.to(self._device).eval()
         self._text_encoder = TextEncoder(self._model.encoder).eval()
+        self._image_encoder = ImageEncoder(self._model.encoder).eval()
+        self._e4e = None if e4e is None else e4e.to(self._device).eval()
         generator = models.generator
         # Mapping stays FP32: it is tiny, and seeds should give the same face at either precision.
         mapping = copy.deepcopy(generator.style) if precision == "fp16" else generator.style
@@ -111,11 +117,17 @@ class TorchBackend(Backend):
             if graph == "text_encoder":
                 out = self._text_encoder(x["tokens"])
             elif graph == "motion":
-                out = self._model.motion_offsets(x["text_embedding"], self._frames, decay="linear")
+                out = self._model.motion_offsets(x["text_embedding"], self._frames, x["image_embedding"], decay="linear")
             elif graph == "mapping":
                 out = self._mapping(x["z"])
             elif graph == "synthesis":
                 out = self._generator.synthesis(x["latents"].to(self._dtype))
+            elif graph == "image_encoder" and self._e4e is not None:
+                out = self._e4e(x["face"])
+            elif graph == "clip_image":
+                out = self._image_encoder(x["pixels"])
+            elif graph == "visual_mapper":
+                out = self._model.mapper.v_mapper(x["image_embedding"])
             else:
                 raise LgfaError(f"the torch backend has no network for graph {graph!r}")
             out = out.float().cpu().numpy()
@@ -155,6 +167,6 @@ class TorchBackend(Backend):
     def close(self) -> None:
         self._graphs.clear()
         self._pool = None
-        self._model = self._text_encoder = self._mapping = self._generator = None
+        self._model = self._text_encoder = self._image_encoder = self._e4e = self._mapping = self._generator = None
         if self.device == "cuda":
             torch.cuda.empty_cache()

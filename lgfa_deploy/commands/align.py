@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 SIZES = (256, 1024)
 
 
-def _face_index(text: str) -> int:
+def face_index(text: str) -> int:
+    """A face number of 0 or more, for argparse."""
     try:
         value = int(text)
     except ValueError:
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--size", type=int, choices=SIZES, default=256, help="side of the aligned square in pixels")
     parser.add_argument(
-        "--face", type=_face_index, default=None, metavar="N",
+        "--face", type=face_index, default=None, metavar="N",
         help="which face to align, by its number in --list-faces; none: the largest",
     )
     parser.add_argument(

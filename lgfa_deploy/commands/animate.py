@@ -5,7 +5,13 @@ import argparse
 import logging
 import time
 
-from lgfa_deploy.commands.stream import TEXT_RULES, add_content_arguments, add_runtime_arguments, open_animator
+from lgfa_deploy.commands.stream import (
+    TEXT_RULES,
+    add_content_arguments,
+    add_runtime_arguments,
+    open_animator,
+    prepare_face,
+)
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.pipeline import check_seed, check_text, load_latent
 from lgfa_deploy.tokenizer import ClipTokenizer
@@ -17,9 +23,11 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Animate a face performing a sentence and write the frames as a video (.mp4) or a folder of PNGs.\n"
+        "The face: --seed N (default 0), --latent W.npy, or --image PHOTO, which is aligned, inverted once "
+        "(e4e) and embedded (CLIP); --save-latent keeps its content W+ to animate again with --latent.\n"
         "With --bundle DIR it runs an exported bundle on --backend onnxruntime (default), tensorrt or torch. "
         "Without --bundle it runs the PyTorch reference networks straight from checkpoints "
-        "(--checkpoint/--stylegan) or random weights (--random-init). " + TEXT_RULES
+        "(--checkpoint/--stylegan) or random weights (--random-init), for seeds and latents. " + TEXT_RULES
     )
     parser.add_argument("--text", required=True, help='the sentence, e.g. "The person is smiling." (at most 77 tokens)')
     parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export'")
@@ -56,18 +64,20 @@ def run_bundle(args: argparse.Namespace) -> int:
     args.backend = args.backend or "onnxruntime"
     check_output(args.out)
     started = time.perf_counter()
-    with open_animator(args, [args.text]) as animator:
+    animator, aligned = open_animator(args, [args.text])
+    with animator:
         if args.frames is not None and args.frames != animator.frames_per_text:
             raise LgfaError(
                 f"the bundle's motion graph is unrolled for {animator.frames_per_text} frames; --frames "
                 f"{args.frames} needs a bundle exported with '--frames {args.frames}'"
             )
-        content = animator.content(args.seed, args.latent)
-        count = write_frames(args.out, animator.stream([args.text], latent=content), fps=args.fps)
+        face = prepare_face(animator, args, aligned)
+        count = write_frames(args.out, animator.stream([args.text], **face), fps=args.fps)
         backend = animator.backend
     note = " [random-init weights: the frames show no face]" if animator.bundle.random_init else ""
+    source = f" of face {aligned.face.index} of {args.image}" if aligned is not None else ""
     print(
-        f"wrote {count} frames of {animator.resolution}x{animator.resolution} to {args.out} "
+        f"wrote {count} frames of {animator.resolution}x{animator.resolution}{source} to {args.out} "
         f"({backend.name} on {backend.device}, {backend.precision}, {time.perf_counter() - started:.2f} s){note}"
     )
     return 0
@@ -86,6 +96,14 @@ def run_reference(args: argparse.Namespace) -> int:
     if bundle_options:
         raise LgfaError(
             f"without --bundle, {', '.join(bundle_options)} cannot be used: the reference networks run eager fp32 on the CPU"
+        )
+    photo_options = [
+        f"--{name.replace('_', '-')}" for name in ("image", "face", "save_latent", "save_aligned")
+        if getattr(args, name) is not None
+    ]
+    if photo_options:
+        raise LgfaError(
+            f"without --bundle, {', '.join(photo_options)} cannot be used: the photo path runs an exported bundle"
         )
     if args.preset is None and args.checkpoint is None and args.stylegan is None:
         raise LgfaError("give --bundle DIR, or --preset NAME --random-init, or --checkpoint/--stylegan files")

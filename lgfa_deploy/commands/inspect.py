@@ -47,7 +47,8 @@ def describe_bundle(path: Path) -> str:
     bundle = Bundle.open(path)
     lines = [
         f"lgfa bundle, preset {bundle.preset}, {bundle.resolution} px, {bundle.n_latent} latents, "
-        f"{bundle.frames} frames, prompt {bundle.prompt_template!r}"
+        f"{bundle.frames} frames, prompt {bundle.prompt_template!r}, "
+        + (f"photos aligned to {bundle.face_size} px" if bundle.has_photo else "no photo graphs")
         + (" [random-init weights]" if bundle.random_init else "")
     ]
     for name in bundle.graph_names:

@@ -10,23 +10,29 @@ import textwrap
 import time
 from collections import deque
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
+from lgfa_deploy.atomic import atomic_path
 from lgfa_deploy.backends.base import BACKENDS, DEVICES, open_backend
 from lgfa_deploy.bundle import PRECISIONS, Bundle
+from lgfa_deploy.commands.align import face_index
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
 from lgfa_deploy.pipeline import (
     Animator,
     StreamFrame,
+    align_photo,
     check_micro_batch,
     check_seed,
     check_text,
     load_latent,
 )
 from lgfa_deploy.tokenizer import ClipTokenizer
+
+if TYPE_CHECKING:
+    from lgfa_deploy.align import AlignedFace
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +64,63 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, backend_default: str 
 
 
 def add_content_arguments(parser: argparse.ArgumentParser) -> None:
-    """--seed N | --latent FILE: whose face."""
+    """--seed N | --latent FILE | --image PHOTO: whose face; --face, --save-latent, --save-aligned."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--seed", type=int, default=None, help="face seed: z ~ N(0, I) through the mapping network (default 0)")
-    group.add_argument("--latent", default=None, metavar="FILE", help="face as W+ in a .npy file, shape [L, 512] or [1, L, 512]")
+    group.add_argument(
+        "--latent", default=None, metavar="FILE",
+        help="face as W+ in a .npy file, shape [L, 512] or [1, L, 512]; its motion is text-only (a latent "
+             "saved with --save-latent keeps the photo's face, not its image embedding)",
+    )
+    group.add_argument(
+        "--image", default=None, metavar="PHOTO",
+        help="a photo of a face (PNG, JPEG, WebP...): aligned, inverted with e4e, embedded with CLIP; "
+             "content w_inv + H_v(E_v), motion from the text and image embeddings (needs the 'face' extra)",
+    )
+    photo = parser.add_argument_group("photo")
+    photo.add_argument("--face", type=face_index, default=None, metavar="N",
+                       help="with --image: which face, by its number in 'lgfa align --list-faces' (default: the largest)")
+    photo.add_argument("--save-latent", default=None, metavar="FILE.npy",
+                       help="write the content W+ [1, L, S] (with --image: w_inv + H_v(E_v)) as soon as it is known, "
+                            "to animate the face again with --latent (text-only motion)")
+    photo.add_argument("--save-aligned", default=None, metavar="FILE.png",
+                       help="with --image: write the aligned face that e4e and CLIP saw")
 
 
-def open_animator(args: argparse.Namespace, texts: Iterable[str] = ()) -> Animator:
-    """The bundle of ``args.bundle`` on the chosen backend, after checking the inputs that need no backend
-    (texts, seed, latent, micro-batch), so that bad input fails before a large model loads."""
+def check_content_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, photo options without --image and files --save-* could not write."""
+    from lgfa_deploy.align import WRITABLE_SUFFIXES
+
+    if args.image is None:
+        for option, value in (("--face", args.face), ("--save-aligned", args.save_aligned)):
+            if value is not None:
+                raise LgfaError(f"{option} needs --image PHOTO")
+    for option, value, suffixes in (
+        ("--save-latent", args.save_latent, (".npy",)),
+        ("--save-aligned", args.save_aligned, WRITABLE_SUFFIXES),
+    ):
+        if value is None:
+            continue
+        path = Path(value)
+        if path.suffix.lower() not in suffixes:
+            raise LgfaError(f"{option} {path}: choose a file ending in {', '.join(suffixes)}")
+        if path.is_dir():
+            raise LgfaError(f"{option} {path} is a directory; give a file name")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise LgfaError(f"cannot write {path}: directory {parent} does not exist")
+
+
+def open_animator(args: argparse.Namespace, texts: Iterable[str] = ()) -> tuple[Animator, AlignedFace | None]:
+    """The bundle of ``args.bundle`` on the chosen backend and the aligned face of ``--image`` (None
+    without one), after checking every input that needs no backend (texts, seed, latent, photo,
+    micro-batch), so that bad input fails before a large model loads."""
     options = {}
     if args.compile:
         if args.backend != "torch":
             raise LgfaError("--compile works with --backend torch only")
         options["compile"] = True
+    check_content_outputs(args)
     bundle = Bundle.open(args.bundle)
     tokenizer = ClipTokenizer(bundle.tokenizer_path, context_length=CONTEXT_LENGTH)
     for text in texts:
@@ -81,19 +130,50 @@ def open_animator(args: argparse.Namespace, texts: Iterable[str] = ()) -> Animat
     if args.seed is not None:
         check_seed(args.seed)
     check_micro_batch(bundle, args.micro_batch)
+    aligned = align_photo(bundle, args.image, args.face) if args.image is not None else None
     backend = open_backend(args.backend, bundle, device=args.device, precision=args.precision, **options)
     try:
-        return Animator(bundle, backend, micro_batch=args.micro_batch, tokenizer=tokenizer)
+        return Animator(bundle, backend, micro_batch=args.micro_batch, tokenizer=tokenizer), aligned
     except BaseException:
         backend.close()
         raise
+
+
+def prepare_face(animator: Animator, args: argparse.Namespace, aligned: AlignedFace | None) -> dict[str, Any]:
+    """The face as keyword arguments of :meth:`Animator.stream` (the inverted photo, or the content
+    latent of the seed or latent), after writing ``--save-latent`` and ``--save-aligned``."""
+    if aligned is not None:
+        inverted = animator.invert(aligned)
+        content, face = inverted.content, {"image": inverted}
+    else:
+        content = animator.content(args.seed, args.latent)
+        face = {"latent": content}
+    if args.save_aligned is not None and aligned is not None:
+        from lgfa_deploy.align import write_image
+
+        write_image(args.save_aligned, aligned.image)
+        log.info("wrote the aligned face (%dx%d) to %s", aligned.size, aligned.size, args.save_aligned)
+    if args.save_latent is not None:
+        save_latent(args.save_latent, content)
+        log.info("wrote the content W+ %s to %s", list(content.shape), args.save_latent)
+    return face
+
+
+def save_latent(path: str | os.PathLike[str], content: np.ndarray) -> None:
+    """Write W+ [1, L, S] as a float32 ``.npy`` file, atomically."""
+    try:
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, content.astype(np.float32))
+    except OSError as exc:
+        raise LgfaError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # -- arguments ----------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = textwrap.fill(
         "Animate one face continuously, sentence after sentence: each sentence's clip starts from the "
-        "last frame of the one before. Show it in a window, write an mp4, or pipe raw frames into ffmpeg. "
+        "last frame of the one before (with --image, every sentence's motion also starts from the photo's "
+        "image embedding). Show it in a window, write an mp4, or pipe raw frames into ffmpeg. "
         "Ctrl-C ends the stream cleanly (a video written so far stays playable). " + TEXT_RULES,
         width=100,
     )
@@ -101,6 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --out talk.mp4\n"
         "  lgfa stream --bundle engines/tiny --texts - --window --fps 10      # type sentences, Enter each\n"
+        "  lgfa stream --bundle engines/tiny --texts sentences.txt --image photo.jpg --save-latent me.npy --out me.mp4\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --raw | "
         "ffmpeg -f rawvideo -pix_fmt bgr24 -s 32x32 -r 10 -i - talk.mp4"
     )
@@ -318,10 +399,11 @@ def run(args: argparse.Namespace) -> int:
         texts: Iterable[str] = _sentences(sys.stdin)
     else:
         texts = read_texts(args.texts)
-    with open_animator(args, texts if isinstance(texts, list) else ()) as animator:
+    animator, aligned = open_animator(args, texts if isinstance(texts, list) else ())
+    with animator:
         if args.loop:
             texts = itertools.cycle(texts)
-        content = animator.content(args.seed, args.latent)
+        face = prepare_face(animator, args, aligned)
         if animator.backend.device == "cuda":
             animator.warm_up()  # no CUDA graph capture or autotuning in the middle of the stream
         if args.raw:
@@ -335,15 +417,15 @@ def run(args: argparse.Namespace) -> int:
             sink = WindowSink(animator.resolution)
         else:
             sink = FileSink(args.out, args.fps or DEFAULT_VIDEO_FPS, animator.resolution)
-        return _play(animator, texts, content, sink, args)
+        return _play(animator, texts, face, sink, args)
 
 
-def _play(animator: Animator, texts: Iterable[str], content: np.ndarray, sink: Sink, args: argparse.Namespace) -> int:
+def _play(animator: Animator, texts: Iterable[str], face: dict[str, Any], sink: Sink, args: argparse.Namespace) -> int:
     """Frames -> sink until the texts run out, the receiver goes or Ctrl-C; the sink is always closed."""
     pacer = Pacer(args.fps) if args.fps else None
     status = Status(args.quiet)
     ended = "done"
-    frames = animator.stream_frames(texts, latent=content)
+    frames = animator.stream_frames(texts, **face)
     try:
         for frame in frames:
             if pacer is not None:
