@@ -58,6 +58,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _mib(nbytes: float) -> str:
+    mib = nbytes / 2**20
+    return f"{mib:.1f}" if mib < 10 else f"{mib:,.0f}"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -113,13 +118,19 @@ def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
     ]
     if doc.get("command"):
         lines.append(f"- command: `{doc['command']}`")
+    load = doc.get("load_average") or {}
+    if load.get("before") and load.get("after"):
+        lines.append(
+            f"- load average (1/5/15 min) before / after: {'/'.join(map(str, load['before']))} / "
+            f"{'/'.join(map(str, load['after']))} (the benchmark itself keeps about {settings['threads']} busy)"
+        )
     peak_text = (f"peaks fp32 {_fmt(peaks.get('fp32_tflops'), 3)} TFLOP/s, fp16 {_fmt(peaks.get('fp16_tflops'), 3)} TFLOP/s, "
                  f"bandwidth {_fmt(peaks.get('bandwidth_gbps'))} GB/s ({peaks.get('source')})")
     for precision, cost in doc["physical_limit"]["synthesis"].items():
         one = cost["batch_1"]
         lines.append(
             f"- physical limit, synthesis {precision}: {one['flops_per_frame'] / 1e9:.2f} GFLOP per frame, "
-            f"{one['bytes_per_frame'] / 2**20:.0f} MiB moved per frame unfused ({one['min_bytes_per_frame'] / 2**20:.0f} MiB "
+            f"{_mib(one['bytes_per_frame'])} MiB moved per frame unfused ({_mib(one['min_bytes_per_frame'])} MiB "
             f"if fully fused) at batch 1; {peak_text}"
         )
     lines.append("")
@@ -170,6 +181,8 @@ def steps_section(doc: dict[str, Any], name: str) -> list[str]:
         f"- result: [`results/{name}.json`](results/{name}.json); synthesis graph at batch 1, {doc['threads']} threads, "
         f"{doc['rounds']} interleaved rounds (median; best round in brackets); CPU {cpu['model']}, "
         f"{cpu['usable_cpus']} usable CPUs",
+        f"- load average (1/5/15 min) before / after: {'/'.join(map(str, doc.get('load_average', {}).get('before', [])))} / "
+        f"{'/'.join(map(str, doc.get('load_average', {}).get('after', [])))}",
         "- each step keeps the settings above it unless marked as a variant; *x eager* is against PyTorch eager FP32 "
         "with the same thread count, timed in the same rounds; *max diff* is the largest |difference| from the torch image",
         "",
