@@ -279,8 +279,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 # Detection
 
 
-def detect_faces(image_bgr: np.ndarray) -> list[Face]:
-    """Every frontal face in the photo with its 68 landmarks, largest box first (ties: higher score first)."""
+def find_faces(image_bgr: np.ndarray) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], float]]]:
+    """The photo as contiguous RGB and every frontal face's box (full-resolution pixels) and score."""
     image = to_bgr(image_bgr)
     check_image_size(image)
     rgb = np.ascontiguousarray(image[:, :, ::-1])
@@ -290,18 +290,24 @@ def detect_faces(image_bgr: np.ndarray) -> list[Face]:
     if scale < 1.0:
         small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
-    dlib = _dlib()
-    detector, predictor = _detector(), _predictor()
-    boxes, scores, _ = detector.run(small, DETECT_UPSAMPLE, 0.0)
-    found = []
-    for box, score in zip(boxes, scores, strict=True):
-        # back to full-resolution pixel coordinates (pixel centres scale about -0.5)
-        left, top, right, bottom = (
-            int(round((v + 0.5) / scale - 0.5)) for v in (box.left(), box.top(), box.right(), box.bottom())
-        )
-        shape = predictor(rgb, dlib.rectangle(left, top, right, bottom))
-        landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        found.append(((left, top, right, bottom), float(score), landmarks))
+    boxes, scores, _ = _detector().run(small, DETECT_UPSAMPLE, 0.0)
+    # back to full-resolution pixel coordinates (pixel centres scale about -0.5)
+    return rgb, [
+        (tuple(int(round((v + 0.5) / scale - 0.5)) for v in (b.left(), b.top(), b.right(), b.bottom())), float(s))
+        for b, s in zip(boxes, scores, strict=True)
+    ]
+
+
+def face_landmarks(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The 68 dlib landmarks [68, 2] of the face in ``box`` of an RGB photo."""
+    shape = _predictor()(rgb, _dlib().rectangle(*box))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def detect_faces(image_bgr: np.ndarray) -> list[Face]:
+    """Every frontal face in the photo with its 68 landmarks, largest box first (ties: higher score first)."""
+    rgb, boxes = find_faces(image_bgr)
+    found = [(box, score, face_landmarks(rgb, box)) for box, score in boxes]
     found.sort(key=lambda f: (-(f[0][2] - f[0][0] + 1) * (f[0][3] - f[0][1] + 1), -f[1]))
     return [Face(i, box, score, landmarks) for i, (box, score, landmarks) in enumerate(found)]
 

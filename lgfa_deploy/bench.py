@@ -67,6 +67,8 @@ STAGES = (
     "stream",
     "stream_encode",
 )
+PHOTO_STAGES = ("photo_detect", "photo_landmarks", "photo_align", "photo_e4e", "photo_clip_image")
+"""The photo path, per photo: dlib detection, 68 landmarks, the FFHQ crop, e4e inversion, CLIP image tower."""
 LATENCY_STAGES = ("first_frame",)
 """Stages that measure a latency, not a rate: no fps; their ratio compares p50 latencies."""
 FRAME_STAGES = ("synthesis", "frames")
@@ -104,6 +106,7 @@ class BenchConfig:
     baseline: bool = True
     measure_cpu_peak: bool = True
     stages: tuple[str, ...] = STAGES
+    image: Path | None = None  # a photo: also time the photo path's stages (PHOTO_STAGES) at batch 1
 
 
 @dataclass
@@ -290,6 +293,31 @@ class StageRunner:
         if "stream_encode" in wanted:
             out["stream_encode"] = self._stream(batch, encode=True)
         return out
+
+    def measure_photo(self, photo: np.ndarray) -> dict[str, Timing]:
+        """Timings of the photo path's stages for one photo (uint8 BGR), one face at a time."""
+        from lgfa_deploy.align import face_landmarks, ffhq_crop, ffhq_quad, find_faces
+        from lgfa_deploy.pipeline import clip_pixels, face_pixels
+
+        bundle, backend = self.bundle, self.backend
+        rgb, boxes = find_faces(photo)
+        if not boxes:
+            raise LgfaError("--image: no face found in the photo; use a photo of a face seen from the front")
+        box = max(boxes, key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))[0]
+        landmarks = face_landmarks(rgb, box)
+        face = ffhq_crop(photo, *ffhq_quad(landmarks), bundle.face_size)
+        return {
+            "photo_detect": self._timed(lambda: find_faces(photo), 1),
+            "photo_landmarks": self._timed(lambda: face_landmarks(rgb, box), 1),
+            "photo_align": self._timed(lambda: ffhq_crop(photo, *ffhq_quad(landmarks), bundle.face_size), 1),
+            "photo_e4e": self._timed(lambda: backend.run("image_encoder", {"face": face_pixels(face)}), 1),
+            "photo_clip_image": self._timed(
+                lambda: backend.run(
+                    "clip_image", {"pixels": clip_pixels(face, bundle.clip_image_size, bundle.clip_mean, bundle.clip_std)}
+                ),
+                1,
+            ),
+        }
 
     def _encode(self, frames: np.ndarray) -> Timing:
         from lgfa_deploy.video import VideoSink
@@ -565,6 +593,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Measure every configuration of ``config`` in this process; returns the results document."""
     bundle = Bundle.open(config.bundle)
     check_config(config, bundle)
+    photo = None
+    if config.image is not None:
+        from lgfa_deploy.align import read_image
+
+        bundle.require_photo()
+        photo = read_image(config.image)
     device = _resolve_device(config.device, config.backends)
     threads = config.threads
     if threads is None and device == "cpu":
@@ -611,6 +645,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 for batch in batches:
                     log.info("bench: %s, batch %d", label, batch)
                     timings = runner.measure(batch)
+                    if photo is not None and batch == min(batches):
+                        timings.update(runner.measure_photo(photo))
                     marks_baseline = is_baseline or (
                         baseline_inside and name == "torch" and precision == "fp32" and batch == 1
                     )

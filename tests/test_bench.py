@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lgfa_deploy.bench import LATENCY_STAGES, STAGES
+from lgfa_deploy.bench import LATENCY_STAGES, PHOTO_STAGES, STAGES
 from lgfa_deploy.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +25,6 @@ def _load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    assert main(["export", "--preset", "tiny", "--random-init", "--out", str(out)]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +141,8 @@ def test_baseline_runs_separately_when_torch_is_not_compared(tiny_bundle, tmp_pa
     ],
 )
 def test_bad_input_is_one_line(tiny_bundle, capsys, extra: list[str], message: str) -> None:
-    code = main(["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--no-baseline", *extra])
+    base = ["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--no-baseline", "--batch", "1"]
+    code = main([*base, *extra])  # a later --batch in extra wins
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
 
@@ -194,3 +188,30 @@ def test_ort_graph_rewrites_keep_the_image(tiny_bundle, tmp_path) -> None:
               for a in n.attribute if a.name == "group"]
     assert groups == [3, 3, 3], "only the depthwise RGB up-sampling keeps a ConvTranspose"
     np.testing.assert_allclose(after, before, atol=1e-4)
+
+
+def test_photo_path_stages_are_measured(tiny_bundle, tmp_path) -> None:
+    from skimage import data as skimage_data
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), skimage_data.astronaut()[:, :, ::-1])
+    json_path = tmp_path / "photo.json"
+    code = main([
+        "bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--batch", "1,2", "--no-baseline",
+        "--no-cpu-peak", "--stages", "synthesis", "--iters", "2", "--warmup", "1", "--image", str(photo),
+        "--json", str(json_path),
+    ])
+    assert code == 0
+    rows = json.loads(json_path.read_text())["results"]
+    photo_rows = {r["stage"]: r for r in rows if r["stage"].startswith("photo_")}
+    assert set(photo_rows) == set(PHOTO_STAGES)
+    assert all(r["batch"] == 1 and r["p50_ms"] > 0 and r["fps"] > 0 for r in photo_rows.values())
+
+
+def test_photo_without_a_face_is_one_line(tiny_bundle, tmp_path, capsys) -> None:
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.full((128, 128, 3), 127, np.uint8))
+    code = main(["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--no-baseline", "--no-cpu-peak",
+                 "--stages", "synthesis", "--batch", "1", "--iters", "1", "--image", str(flat)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no face" in err and len(err.splitlines()) == 1

@@ -481,3 +481,20 @@ def test_bad_outputs(bundle_dir: Path, tmp_path: Path, capsys, monkeypatch) -> N
 def _opencv_has_gui() -> bool:
     line = next((x for x in cv2.getBuildInformation().splitlines() if x.strip().startswith("GUI:")), "")
     return "NONE" not in line.upper()
+
+
+def test_onnxruntime_optimization_levels_agree(tiny_bundle) -> None:
+    from lgfa_deploy.backends import open_backend
+    from lgfa_deploy.bundle import Bundle
+    from lgfa_deploy.errors import LgfaError
+
+    bundle = Bundle.open(tiny_bundle)
+    latents = np.random.default_rng(0).standard_normal((2, bundle.n_latent, bundle.style_dim)).astype(np.float32)
+    images = []
+    for level in ("disable", "all"):
+        with open_backend("onnxruntime", bundle, device="cpu", optimization=level,
+                          session_config={"session.intra_op.allow_spinning": "0"}) as backend:
+            images.append(backend.run("synthesis", {"latents": latents})["image"])
+    np.testing.assert_allclose(images[0], images[1], atol=1e-4)
+    with pytest.raises(LgfaError, match="optimization 'max' is unknown"):
+        open_backend("onnxruntime", bundle, device="cpu", optimization="max")

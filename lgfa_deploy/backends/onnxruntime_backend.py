@@ -25,6 +25,14 @@ _LOAD_ERRORS = (
     ort_state.NotImplemented,
     ort_state.RuntimeException,
 )
+OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+"""``optimization`` option -> onnxruntime's graph optimisation level (the CPU study in
+benchmarks/results found ORT_ENABLE_ALL best at 256 and 1024 px)."""
 EAGER_GRAPHS = ("text_encoder", "motion", "mapping", "synthesis")
 """Graphs every animation needs, loaded when the backend opens; the photo graphs load on first use."""
 PRECISION_GRAPHS = ("synthesis",)
@@ -35,7 +43,9 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 class OnnxRuntimeBackend(Backend):
     """Runs a bundle's ONNX graphs with onnxruntime.
 
-    Options: ``threads`` (intra-op threads, default: onnxruntime's choice) and ``device_id`` (CUDA).
+    Options: ``threads`` (intra-op threads, default: onnxruntime's choice), ``device_id`` (CUDA),
+    ``optimization`` (disable | basic | extended | all, default all) and ``session_config``
+    (onnxruntime session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``).
     On CUDA, inputs are bound from host memory and outputs stay in device memory until one copy
     back per call (I/O binding), so onnxruntime allocates nothing per call. ``precision="fp16"``
     applies to synthesis, nearly all of the work; the small text, motion and mapping graphs and the
@@ -52,6 +62,8 @@ class OnnxRuntimeBackend(Backend):
         precision: str = "fp32",
         threads: int | None = None,
         device_id: int = 0,
+        optimization: str = "all",
+        session_config: dict[str, str] | None = None,
     ) -> None:
         available = ort.get_available_providers()
         has_cuda = "CUDAExecutionProvider" in available
@@ -66,7 +78,11 @@ class OnnxRuntimeBackend(Backend):
         else:
             self._providers = ["CPUExecutionProvider"]
         self._options = ort.SessionOptions()
-        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise LgfaError(f"onnxruntime optimization {optimization!r} is unknown; choose {', '.join(OPTIMIZATION_LEVELS)}")
+        self._options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
+        for key, value in (session_config or {}).items():
+            self._options.add_session_config_entry(str(key), str(value))
         self._options.log_severity_level = 3
         if threads is not None:
             self._options.intra_op_num_threads = threads

@@ -87,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", action="append", default=None, help="sentence to animate (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="face seed (default 0)")
     parser.add_argument(
+        "--image", default=None, metavar="PHOTO",
+        help="also time the photo path at batch 1: face detection, landmarks, alignment, e4e, CLIP image tower",
+    )
+    parser.add_argument(
         "--option", action="append", default=[], metavar="BACKEND.NAME=VALUE",
         help="option passed to open_backend, e.g. onnxruntime.threads=2 (repeatable)",
     )
@@ -128,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         baseline=not args.no_baseline,
         measure_cpu_peak=not args.no_cpu_peak,
         stages=stages,
+        image=None if args.image is None else Path(args.image),
     )
     doc = run_bench(config)
     doc["command"] = shlex.join(["lgfa", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
