@@ -33,7 +33,7 @@ def tiny_models():
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A verified tiny bundle on seeded random weights; read-only, copy it with ``tests.bundles.copy_bundle``."""
-    from tests.bundles import export_tiny
+    """A verified tiny bundle on seeded random weights; read-only, copy it with ``tests.helpers.copy_bundle``."""
+    from tests.helpers import export_tiny
 
     return export_tiny(tmp_path_factory.getbasetemp())

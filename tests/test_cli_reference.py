@@ -13,18 +13,9 @@ import torch
 from lgfa_deploy.cli import main
 from training.checkpoints import save_checkpoint
 from training.reference import animate_reference, content_from_seed, seed_z
+from tests.helpers import read_video
 
 TEXT = "The person is smiling."
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
 
 
 def test_same_seed_and_text_give_the_same_frames(tiny_models) -> None:

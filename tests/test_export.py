@@ -21,7 +21,7 @@ from lgfa_deploy.bundle import MANIFEST, SCHEMA_VERSION, Bundle, file_entry, wri
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS, graph_specs
-from tests.bundles import TINY_MAX_BATCH, copy_bundle
+from tests.helpers import TINY_MAX_BATCH, copy_bundle
 from training.clip_model import CLIP_MEAN, CLIP_STD
 from training.presets import get_preset
 

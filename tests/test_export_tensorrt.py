@@ -20,7 +20,7 @@ from export.tensorrt_ops import check_opset, check_operators, load_operator_tabl
 from lgfa_deploy.bundle import Bundle, file_entry
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
-from tests.bundles import TINY_MAX_BATCH, copy_bundle
+from tests.helpers import TINY_MAX_BATCH, copy_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 

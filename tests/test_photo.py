@@ -19,6 +19,7 @@ from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS
 from lgfa_deploy.pipeline import Animator, InvertedFace
 from tests.test_e4e import tiny_e4e, write_e4e_checkpoint
+from tests.helpers import psnr, read_video
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -80,22 +81,6 @@ def ort(bundle_dir: Path) -> Animator:
 @pytest.fixture(scope="module")
 def inverted(ort: Animator, photo: Path) -> InvertedFace:
     return ort.invert(photo)
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    ok, frame = capture.read()
-    while ok:
-        frames.append(frame)
-        ok, frame = capture.read()
-    capture.release()
-    return frames
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def fails(capsys: pytest.CaptureFixture, args: list[str], match: str) -> str:

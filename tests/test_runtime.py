@@ -20,6 +20,7 @@ from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.cli import main
 from lgfa_deploy.pipeline import Animator
+from tests.helpers import psnr, read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The person is smiling."
@@ -55,22 +56,6 @@ def ort(bundle_dir: Path) -> Animator:
 def torch_animator(bundle_dir: Path) -> Animator:
     with api.open(bundle_dir, "torch", device="cpu") as animator:
         yield animator
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    ok, frame = capture.read()
-    while ok:
-        frames.append(frame)
-        ok, frame = capture.read()
-    capture.release()
-    return frames
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 # -- pipeline and backends -------------------------------------------------------------------------
