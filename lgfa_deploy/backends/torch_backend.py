@@ -67,7 +67,6 @@ class TorchBackend(Backend):
         super().__init__(bundle, device, precision)
         try:
             models = load_models(checkpoint=str(bundle.weights_path))
-            e4e = load_e4e(bundle.e4e_path, n_latent=bundle.n_latent) if bundle.has_photo else None
         except CheckpointError as exc:
             raise LgfaError(f"cannot load the weights of bundle {bundle.root}: {exc}") from None
         preset = models.preset
@@ -85,7 +84,7 @@ class TorchBackend(Backend):
         self._model = models.model.to(self._device).eval()
         self._text_encoder = TextEncoder(self._model.encoder).eval()
         self._image_encoder = ImageEncoder(self._model.encoder).eval()
-        self._e4e = None if e4e is None else e4e.to(self._device).eval()
+        self._e4e = None  # loaded on first use: a seed-only run never needs its 267 M parameters
         generator = models.generator
         # Mapping stays FP32: it is tiny, and seeds should give the same face at either precision.
         mapping = copy.deepcopy(generator.style) if precision == "fp16" else generator.style
@@ -122,8 +121,8 @@ class TorchBackend(Backend):
                 out = self._mapping(x["z"])
             elif graph == "synthesis":
                 out = self._generator.synthesis(x["latents"].to(self._dtype))
-            elif graph == "image_encoder" and self._e4e is not None:
-                out = self._e4e(x["face"])
+            elif graph == "image_encoder" and self.bundle.has_photo:
+                out = self._inversion()(x["face"])
             elif graph == "clip_image":
                 out = self._image_encoder(x["pixels"])
             elif graph == "visual_mapper":
@@ -132,6 +131,16 @@ class TorchBackend(Backend):
                 raise LgfaError(f"the torch backend has no network for graph {graph!r}")
             out = out.float().cpu().numpy()
         return {self.spec(graph).outputs[0].name: out}
+
+    def _inversion(self) -> torch.nn.Module:
+        """The bundle's e4e, loaded the first time a photo is inverted."""
+        if self._e4e is None:
+            try:
+                e4e = load_e4e(self.bundle.e4e_path, n_latent=self.bundle.n_latent)
+            except CheckpointError as exc:
+                raise LgfaError(f"cannot load the e4e weights of bundle {self.bundle.root}: {exc}") from None
+            self._e4e = e4e.to(self._device).eval()
+        return self._e4e
 
     def frames(self, latents: np.ndarray) -> np.ndarray:
         batch, checked = self.check_inputs("synthesis", {"latents": latents})
