@@ -23,6 +23,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: the tiny networks gain nothing from more, and OpenMP
+    spinning on a busy 2-core machine costs seconds. Modules opt in through ``pytestmark``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """The tiny preset on seeded random weights, shared read-only by the tests."""

@@ -29,13 +29,7 @@ TEXTS = ["The person is smiling.", "The person is angry."]
 T, RES, L, S, E, FACE = 16, 32, 8, 64, 64, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny networks gain nothing from threads, and OpenMP spinning on a busy 2-core machine costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -27,14 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["The person is smiling.", "The person is angry.", "The person is crying.", "The person is winking."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Train on one thread, as the torchrun processes do: the tiny networks gain nothing from more,
-    and on a busy machine several threads per process spend their time waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lgfa_train(*args: str) -> int:
