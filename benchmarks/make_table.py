@@ -1,7 +1,7 @@
 """Write benchmarks/README.md from the result files in benchmarks/results/ (never edit it by hand).
 
 Reads every ``results/*.json``: ``lgfa bench`` documents (schema ``lgfa-bench/1``) become one
-section each, newest first, with a summary table (synthesis, stream, ratios to the eager baseline,
+section each, newest first, with a summary table (synthesis, stream, ratios to the baseline,
 fraction of the device's peaks) and a per-stage latency table; ``ort_cpu_steps.py`` documents
 (``lgfa-ort-steps/1``) become the table of onnxruntime settings and their gains.
 
@@ -31,8 +31,11 @@ Every number below comes from a result file in [`results/`](results/), written b
 file all configurations ran in the same process, one after another, so their ratios are fair;
 numbers from different files (machines, days) are not comparable to each other.
 
-- **baseline (1.00x)**: PyTorch eager FP32 at batch 1, measured in the same run; *x base* is each
-  row's fps divided by the baseline's fps for the same stage (for the first frame: the latency ratio).
+- **baseline (1.00x)**: PyTorch eager FP32 at batch 1 in the reference formulation, the way the
+  reference implementation runs (rosinality's per-sample weights and grouped convolutions, its
+  native upfirdn2d on the CPU), measured as its own run in the same process; files whose baseline
+  names no formulation measured our export formulation instead. *x base* is each row's fps divided
+  by the baseline's fps for the same stage (for the first frame: the latency ratio).
 - **synthesis**: one call of the synthesis network on `batch` frames; fps = batch / p50 latency.
   **stream**: sustained frames/s of `lgfa stream` (micro-batch = batch) without and with mp4 encoding.
   **first frame**: a new sentence to its first frame of a 16-frame clip (p50).
@@ -136,12 +139,13 @@ def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
     lines.append("")
     header = ["backend", "precision", "batch", "synthesis p50 ms", "synthesis fps", "x base", "% peak", "% bw",
               "first frame ms", "stream fps", "x base", "stream+mp4 fps"]
+    kind = f"{doc['baseline']['formulation']} formulation" if "formulation" in doc["baseline"] else "eager"
     rows = []
     for config in _configs(doc):
         backend, precision, batch, baseline = config
         syn, first = _row(doc, config, "synthesis"), _row(doc, config, "first_frame")
         stream, stream_enc = _row(doc, config, "stream"), _row(doc, config, "stream_encode")
-        label = f"{backend}{' (eager, baseline)' if baseline else ''}"
+        label = f"{backend}{f' ({kind}, baseline)' if baseline else ''}"
         rows.append([
             label, precision, str(batch),
             _fmt(syn and syn["p50_ms"]), _fmt(syn and syn["fps"]), _ratio(syn and syn.get("ratio")),

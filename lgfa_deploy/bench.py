@@ -1,8 +1,10 @@
 """Latency and throughput of a bundle per backend, precision, batch and pipeline stage.
 
 Every configuration runs in one process, one after the other, on the same inputs, so that their
-ratios are fair; the baseline, PyTorch eager FP32 at batch 1 (how the reference implementation
-runs), is measured in the same run and every row states its ratio to it.
+ratios are fair. The baseline is PyTorch eager FP32 at batch 1 in the reference formulation, the way
+the reference implementation (rosinality's StyleGAN2) runs: per-sample modulated weights, one grouped
+convolution per layer, its native upfirdn2d on the CPU. It is always its own run, before the
+compared configurations, and every row, the torch ones included, states its ratio to it.
 
 Stages (a "call" processes ``batch`` texts or frames):
 
@@ -79,7 +81,14 @@ DEFAULT_TEXTS = (
     "The person is surprised.",
     "The person is talking.",
 )
-BASELINE = {"backend": "torch", "precision": "fp32", "batch": 1}
+BASELINE = {
+    "backend": "torch",
+    "precision": "fp32",
+    "batch": 1,
+    "formulation": "reference",
+    "description": "rosinality's way: per-sample weights, grouped convolution, native upfirdn2d on the CPU",
+}
+BASELINE_LABEL = "torch eager fp32, reference formulation (baseline)"
 
 
 def sig(value: float | None, digits: int = 6) -> float | None:
@@ -437,8 +446,11 @@ def _open(
 
 
 def _baseline_options(device: str) -> dict[str, Any]:
-    """The torch backend as the reference runs: eager, FP32, no CUDA graphs, default memory layout."""
-    return {"cuda_graphs": False, "channels_last": False, "compile": False} if device == "cuda" else {}
+    """The torch backend as the reference runs: its formulation, eager, no CUDA graphs, default memory layout."""
+    options: dict[str, Any] = {"formulation": BASELINE["formulation"]}
+    if device == "cuda":
+        options.update(cuda_graphs=False, channels_last=False, compile=False)
+    return options
 
 
 def _resolve_device(name: str, backends: list[str]) -> str:
@@ -611,16 +623,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 
     plan: list[tuple[str, str, dict[str, Any], list[int], bool]] = []
     baseline_options = _baseline_options(device)
-    # The baseline is the torch FP32 configuration itself where that already runs eager (the CPU).
-    baseline_inside = (
-        config.baseline
-        and device == "cpu"
-        and "torch" in config.backends
-        and "fp32" in config.precisions
-        and 1 in config.batches
-        and not config.backend_options.get("torch")
-    )
-    if config.baseline and not baseline_inside:
+    if config.baseline:
         plan.append(("torch", "fp32", baseline_options, [1], True))
     for name in config.backends:
         for precision in config.precisions:
@@ -635,11 +638,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 backend = _open(name, bundle, device, precision, options, threads)
             except LgfaError as exc:
                 if is_baseline:
-                    raise LgfaError(f"the baseline (torch eager fp32) cannot run: {exc}; or pass --no-baseline") from None
+                    raise LgfaError(
+                        f"the baseline (torch eager fp32, reference formulation) cannot run: {exc}; or pass --no-baseline"
+                    ) from None
                 log.warning("skipping %s %s: %s", name, precision, exc)
                 skipped.append({"backend": name, "precision": precision, "reason": str(exc)})
                 continue
-            label = "baseline torch eager fp32" if is_baseline else f"{name} {precision}"
+            label = BASELINE_LABEL if is_baseline else f"{name} {precision}"
             try:
                 runner = StageRunner(bundle, backend, config, Path(tmp))
                 for batch in batches:
@@ -647,10 +652,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                     timings = runner.measure(batch)
                     if photo is not None and batch == min(batches):
                         timings.update(runner.measure_photo(photo))
-                    marks_baseline = is_baseline or (
-                        baseline_inside and name == "torch" and precision == "fp32" and batch == 1
-                    )
-                    rows = _rows(name, precision, batch, timings, options, marks_baseline)
+                    rows = _rows(name, precision, batch, timings, options, is_baseline)
                     for row in rows:
                         row["peak_gpu_memory_mib"] = runner.memory.peak
                     results.extend(rows)
@@ -658,7 +660,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                                "peak_gpu_memory_mib": runner.memory.peak, "method": runner.memory.method})
             finally:
                 backend.close()
-    if not any(not r["baseline"] or baseline_inside for r in results):
+    if not any(not r["baseline"] for r in results):
         raise LgfaError("no backend could run; see the warnings above")
 
     add_ratios(results)
@@ -690,7 +692,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "seed": config.seed,
             "backend_options": config.backend_options,
         },
-        "baseline": {**BASELINE, "options": baseline_options, "measured_as": "torch rows" if baseline_inside else "separate run"},
+        "baseline": {**BASELINE, "options": baseline_options},
         "physical_limit": {"peaks": device_doc["peaks"], "synthesis": costs},
         "gpu_memory": memory,
         "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -702,7 +704,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "fps": "frames per second: items_per_call * 1000 / p50_ms; stream stages: (frames - 1) / "
             "(last frame - first frame); none for first_frame",
             "ratio": "fps / baseline fps of the same stage (first_frame: baseline p50 / p50); "
-            "baseline: torch eager fp32 batch 1 in this run",
+            "baseline: torch eager fp32 batch 1 in the reference formulation, its own run in this process",
             "flops_fraction": "achieved FLOP/s of synthesis / the device's peak at this precision",
             "bandwidth_fraction": "achieved bytes/s (unfused memory model, see physical_limit) / peak bandwidth",
         },
@@ -731,7 +733,7 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{name:<12} {r['precision']:<5} {r['batch']:>5} {r['stage']:<14} {r['p50_ms']:>10.3f} "
             f"{r['p90_ms']:>10.3f} {r['p99_ms']:>10.3f} {fps:>10} {ratio:>7}"
         )
-    lines.append("* baseline: torch eager fp32 batch 1, measured in this run (ratio 1.00x)")
+    lines.append(f"* {BASELINE_LABEL}: batch 1, its own run in this process (ratio 1.00x)")
     peaks = doc["physical_limit"]["peaks"]
     lines.append(
         f"peaks: fp32 {_num(peaks.get('fp32_tflops'))} TFLOP/s, fp16 {_num(peaks.get('fp16_tflops'))} TFLOP/s, "
@@ -780,16 +782,14 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     batches = sorted({r["batch"] for r in doc["results"]})
     for ax, stage in zip(axes[0], panels):
         rows = [r for r in doc["results"] if r["stage"] == stage and r.get("fps") is not None]
-        separate_baseline = doc["baseline"]["measured_as"] == "separate run"
         lines: dict[tuple[str, str, bool], list[tuple[int, float]]] = {}
         for r in rows:
-            key = (r["backend"], r["precision"], bool(r["baseline"]) and separate_baseline)
-            lines.setdefault(key, []).append((r["batch"], r["fps"]))
-        for (backend, precision, separate), points in sorted(lines.items()):
+            lines.setdefault((r["backend"], r["precision"], bool(r["baseline"])), []).append((r["batch"], r["fps"]))
+        for (backend, precision, baseline), points in sorted(lines.items()):
             points.sort()
             xs, ys = zip(*points)
-            label = "torch eager fp32 (baseline)" if separate else f"{backend} {precision}"
-            ax.plot(xs, ys, marker="o", linestyle="--" if separate else "-", label=label)
+            label = BASELINE_LABEL if baseline else f"{backend} {precision}"
+            ax.plot(xs, ys, marker="o", linestyle="--" if baseline else "-", label=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
         ax.set_xticklabels([str(b) for b in batches])

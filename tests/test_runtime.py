@@ -77,6 +77,36 @@ def test_onnxruntime_and_torch_backends_agree(ort: Animator, torch_animator: Ani
         assert min(psnr(x, y) for x, y in zip(a, b)) >= 40
 
 
+def test_torch_reference_formulation_matches_export(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lgfa_deploy.backends import torch_backend
+    from lgfa_deploy.errors import LgfaError
+
+    calls: list[int] = []
+    synthesis_reference = torch_backend.synthesis_reference
+    monkeypatch.setattr(
+        torch_backend, "synthesis_reference", lambda g, x: calls.append(len(x)) or synthesis_reference(g, x)
+    )
+    bundle = Bundle.open(tiny_bundle)
+    rng = np.random.default_rng(3)
+    with (
+        open_backend("torch", bundle, device="cpu") as export,
+        open_backend("torch", bundle, device="cpu", formulation="reference") as reference,
+    ):
+        w = export.run("mapping", {"z": rng.standard_normal((2, S)).astype(np.float32)})["w"]
+        latents = (w[:, None] + 0.3 * rng.standard_normal((2, L, S))).astype(np.float32)
+        frames, reference_frames = export.frames(latents), reference.frames(latents)
+        assert frames.shape == (2, RES, RES, 3) and len(np.unique(frames)) > 100
+        assert np.abs(frames.astype(int) - reference_frames.astype(int)).max() <= 1
+        images = export.run("synthesis", {"latents": latents})["image"]
+        reference_images = reference.run("synthesis", {"latents": latents})["image"]
+        assert np.abs(images - reference_images).max() < 1e-4 * np.abs(images).max()
+        assert calls == [2, 2], "frames and run('synthesis') of the reference backend, none of the export one"
+    with pytest.raises(LgfaError, match=r"torch formulation 'rosinality' is unknown; choose export or reference"):
+        open_backend("torch", bundle, device="cpu", formulation="rosinality")
+    with pytest.raises(LgfaError, match="reference formulation runs fp32 only"):
+        open_backend("torch", bundle, device="cpu", precision="fp16", formulation="reference")
+
+
 def test_backend_run_checks_batch_and_inputs(bundle_dir: Path) -> None:
     from lgfa_deploy.errors import LgfaError
 

@@ -16,6 +16,7 @@ from training.stylegan2 import (
     make_blur_kernel,
     modulated_conv2d_reference,
     rosinality_layout,
+    synthesis_reference,
     upfirdn2d,
     upfirdn2d_reference,
 )
@@ -207,6 +208,36 @@ def test_upsample_module_doubles_resolution() -> None:
     torch.testing.assert_close(flat[..., 2:-2, 2:-2], torch.ones(1, 3, 12, 12))
 
 
+def _reference_generator(name: str) -> Generator:
+    """The tiny preset or a narrow 64 px generator, with the parameters that start at zero randomised."""
+    torch.manual_seed(4)
+    if name == "tiny":
+        gen = generator_from_preset(get_preset("tiny"))
+    else:
+        gen = Generator(64, style_dim=64, n_mlp=2, channel_cap=16)
+    with torch.no_grad():  # noise weights and biases start at zero: random here, so the comparison sees them
+        for key, param in gen.named_parameters():
+            if key.endswith(("noise.weight", "activate.bias")) or (key.startswith("to_rgb") and key.endswith(".bias")):
+                param.normal_(0.0, 0.5)
+    return gen.eval()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("name", ["tiny", "64px"])
+def test_synthesis_reference_matches_synthesis(name: str, batch: int) -> None:
+    gen = _reference_generator(name)
+    latents = _latents(gen, batch, seed=5)
+    with torch.no_grad():
+        image = gen.synthesis(latents)
+        ref = synthesis_reference(gen, latents)
+    assert ref.shape == image.shape == (batch, 3, gen.size, gen.size)
+    scale = image.abs().max().item()
+    assert scale > 1.0
+    assert (ref - image).abs().max().item() < 1e-4 * scale
+    if batch == 2:  # the grouped convolution keeps the samples apart
+        assert (image[0] - image[1]).abs().max().item() > 0.1 * scale
+
+
 # ----------------------------------------------------------------------------------------------
 # The tiny generator end to end
 
@@ -261,6 +292,8 @@ def test_bad_inputs_raise_value_error() -> None:
         gen.synthesis(torch.randn(1, gen.n_latent + 1, 64))
     with pytest.raises(ValueError, match="latents must have shape"):
         gen.synthesis(torch.randn(1, 64))
+    with pytest.raises(ValueError, match="latents must have shape"):
+        synthesis_reference(gen, torch.randn(2, gen.n_latent, 32))
     with pytest.raises(ValueError, match="z must have shape"):
         gen.mapping(torch.randn(2, 32))
     with pytest.raises(ValueError, match="power of two"):

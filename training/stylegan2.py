@@ -6,7 +6,8 @@ The state dict of :class:`Generator` matches the ``g_ema`` entry of a rosinality
 TensorRT): the modulated convolution scales the input by the style, convolves with the static
 weight and scales the output by the demodulation factor, so weights stay constants and the batch
 stays free; the FIR up-sampling is a depthwise (transposed) convolution. Reference twins written
-the textbook way (:func:`modulated_conv2d_reference`, :func:`upfirdn2d_reference`) exist for tests.
+rosinality's way (:func:`modulated_conv2d_reference`, :func:`upfirdn2d_reference`,
+:func:`synthesis_reference`) are the test oracles and the benchmarks' baseline.
 """
 from __future__ import annotations
 
@@ -193,14 +194,32 @@ def _upfirdn2d_static(
 def upfirdn2d_reference(
     x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
 ) -> Tensor:
-    """Textbook upfirdn2d: zero insertion, pad (crop where negative), depthwise conv with the
-    flipped kernel, then keep every ``down``-th pixel."""
+    """upfirdn2d as rosinality's ``upfirdn2d_native`` runs it on the CPU: every channel a plane,
+    zeros inserted by padding, pad (crop where negative), one single-channel convolution with the
+    flipped kernel over all planes, then keep every ``down``-th pixel."""
     batch, channels, height, width = x.shape
-    upsampled = x.new_zeros(batch, channels, height * up, width * up)
-    upsampled[:, :, ::up, ::up] = x
-    padded = _pad_crop(upsampled, pad[0], pad[1], pad[0], pad[1])
-    weight = kernel.to(x.dtype).flip([0, 1])[None, None].repeat(channels, 1, 1, 1)
-    return F.conv2d(padded, weight, groups=channels)[:, :, ::down, ::down]
+    kh, kw = kernel.shape
+    pad0, pad1 = pad
+    # [B*C, H, 1, W, 1, 1]: padding the two unit axes with up - 1 zeros interleaves the zeros.
+    planes = F.pad(x.reshape(-1, height, 1, width, 1, 1), [0, 0, 0, up - 1, 0, 0, 0, up - 1])
+    planes = planes.reshape(-1, height * up, width * up, 1)
+    planes = F.pad(planes, [0, 0, max(pad0, 0), max(pad1, 0), max(pad0, 0), max(pad1, 0)])
+    planes = planes[
+        :,
+        max(-pad0, 0) : planes.shape[1] - max(-pad1, 0),
+        max(-pad0, 0) : planes.shape[2] - max(-pad1, 0),
+    ]
+    weight = kernel.to(x.dtype).flip([0, 1]).view(1, 1, kh, kw)
+    out = F.conv2d(planes.permute(0, 3, 1, 2), weight)[:, :, ::down, ::down]
+    return out.reshape(batch, channels, out.shape[-2], out.shape[-1])
+
+
+def _upfirdn2d_dispatched(x: Tensor, kernel: Tensor, up: int, pad: tuple[int, int]) -> Tensor:
+    """upfirdn2d as rosinality dispatches it: the native code on the CPU, else :func:`upfirdn2d`
+    (its CUDA kernel is not built here)."""
+    if x.device.type == "cpu":
+        return upfirdn2d_reference(x, kernel, up=up, pad=pad)
+    return upfirdn2d(x, kernel, up=up, pad=pad)
 
 
 def _upsample_blur_pad(blur_len: int, kernel_size: int, factor: int = 2) -> tuple[int, int]:
@@ -221,7 +240,7 @@ def modulated_conv2d_reference(
 
     ``x`` [B,in,H,W], ``weight`` [out,in,k,k] (already multiplied by its equalised-lr scale),
     ``style`` [B,in]. With ``upsample``: stride-2 transposed convolution then ``blur_kernel``
-    (default: the [1,3,3,1] kernel times 4).
+    (default: the [1,3,3,1] kernel times 4), native upfirdn2d on the CPU.
     """
     batch, cin, height, width = x.shape
     cout, _, ksize, _ = weight.shape
@@ -236,7 +255,7 @@ def modulated_conv2d_reference(
         out = out.reshape(batch, cout, out.shape[-2], out.shape[-1])
         if blur_kernel is None:
             blur_kernel = make_blur_kernel(upsample_factor=2).to(x.device)
-        return upfirdn2d_reference(out, blur_kernel, pad=_upsample_blur_pad(blur_kernel.shape[0], ksize))
+        return _upfirdn2d_dispatched(out, blur_kernel, 1, _upsample_blur_pad(blur_kernel.shape[0], ksize))
     grouped = per_sample.reshape(batch * cout, cin, ksize, ksize)
     out = F.conv2d(grouped_input, grouped, padding=ksize // 2, groups=batch)
     return out.reshape(batch, cout, height, width)
@@ -494,16 +513,20 @@ class Generator(nn.Module):
             raise ValueError(f"z must have shape [batch, {self.style_dim}], got {list(z.shape)}")
         return self.style(z)
 
+    def _check_latents(self, latents: Tensor) -> list[Tensor]:
+        """Raise ValueError unless ``latents`` is [B, n_latent, style_dim]; returns the noise buffers."""
+        if not _shape_is(latents, (self.n_latent, self.style_dim)):
+            raise ValueError(
+                f"latents must have shape [batch, {self.n_latent}, {self.style_dim}], got {list(latents.shape)}"
+            )
+        return [getattr(self.noises, f"noise_{k}") for k in range(self.num_layers)]
+
     def synthesis(self, latents: Tensor) -> Tensor:
         """Render W+ ``latents`` [B, n_latent, style_dim] to images [B, 3, size, size] (about [-1, 1]).
 
         Uses the constant noise buffers (rosinality's ``randomize_noise=False``).
         """
-        if not _shape_is(latents, (self.n_latent, self.style_dim)):
-            raise ValueError(
-                f"latents must have shape [batch, {self.n_latent}, {self.style_dim}], got {list(latents.shape)}"
-            )
-        noise = [getattr(self.noises, f"noise_{k}") for k in range(self.num_layers)]
+        noise = self._check_latents(latents)
         out = self.conv1(self.input(latents), latents[:, 0], noise[0])
         skip = self.to_rgb1(out, latents[:, 1])
         i = 1
@@ -533,6 +556,40 @@ class Generator(nn.Module):
     def truncate(w: Tensor, w_avg: Tensor, psi: float) -> Tensor:
         """Truncation trick: ``w_avg + psi * (w - w_avg)`` (``w_avg`` broadcasts over W+ layers)."""
         return w_avg + psi * (w - w_avg)
+
+
+def _styled_conv_reference(layer: StyledConv, x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
+    """``layer`` as rosinality's StyledConv runs: fused modulated conv, noise, fused leaky ReLU."""
+    conv = layer.conv
+    blur = conv.blur.kernel if conv.upsample else None
+    out = modulated_conv2d_reference(x, conv.scaled_weight(), conv.modulation(w), conv.demodulate, conv.upsample, blur)
+    return fused_leaky_relu(out + layer.noise.weight * noise, layer.activate.bias)
+
+
+def _to_rgb_reference(layer: ToRGB, x: Tensor, w: Tensor, skip: Tensor | None = None) -> Tensor:
+    """``layer`` as rosinality's ToRGB runs: fused modulated 1x1 conv, bias, FIR-upsampled skip."""
+    conv = layer.conv
+    out = modulated_conv2d_reference(x, conv.scaled_weight(), conv.modulation(w), conv.demodulate) + layer.bias
+    if skip is not None:
+        out = out + _upfirdn2d_dispatched(skip, layer.upsample.kernel, layer.upsample.factor, layer.upsample.pad)
+    return out
+
+
+def synthesis_reference(generator: Generator, latents: Tensor) -> Tensor:
+    """:meth:`Generator.synthesis` with the generator run the way the reference implementation runs
+    (rosinality's per-sample weights, grouped convolutions): the benchmarks' 1.0x baseline and a test oracle."""
+    noise = generator._check_latents(latents)
+    out = _styled_conv_reference(generator.conv1, generator.input(latents), latents[:, 0], noise[0])
+    skip = _to_rgb_reference(generator.to_rgb1, out, latents[:, 1])
+    i = 1
+    for up_conv, conv, noise_up, noise_conv, to_rgb in zip(
+        generator.convs[::2], generator.convs[1::2], noise[1::2], noise[2::2], generator.to_rgbs
+    ):
+        out = _styled_conv_reference(up_conv, out, latents[:, i], noise_up)
+        out = _styled_conv_reference(conv, out, latents[:, i + 1], noise_conv)
+        skip = _to_rgb_reference(to_rgb, out, latents[:, i + 2], skip)
+        i += 2
+    return skip
 
 
 def generator_from_preset(preset: Preset) -> Generator:

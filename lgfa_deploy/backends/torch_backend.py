@@ -6,7 +6,8 @@ the demodulation statistics in FP32) with channels_last activations, optionally 
 is part of that graph, so each frame crosses to the host as 3 bytes a pixel. The small text,
 motion and mapping networks and the photo path's networks (e4e from the bundle's
 ``e4e.safetensors``, CLIP's image tower, the visual mapper) run eagerly in FP32. On the CPU
-everything runs plain eager FP32.
+everything runs plain eager FP32. The ``reference`` formulation renders synthesis the way the
+reference implementation runs (``training.stylegan2.synthesis_reference``): the benchmarks' baseline.
 """
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ from training.checkpoints import load_models
 from training.clip_model import ImageEncoder, TextEncoder
 from training.e4e import load_e4e
 from training.errors import CheckpointError
+from training.stylegan2 import synthesis_reference
 
 log = logging.getLogger(__name__)
 
 WARMUP_RUNS = 3
+FORMULATIONS = ("export", "reference")
 
 
 def uint8_bgr(images: Tensor) -> Tensor:
@@ -40,10 +43,12 @@ def uint8_bgr(images: Tensor) -> Tensor:
 class TorchBackend(Backend):
     """Runs a bundle with PyTorch.
 
-    Options (GPU only; the CPU always runs eager FP32): ``cuda_graphs`` (default True) replays
-    synthesis from a CUDA graph captured per batch size after warm-up runs; ``channels_last``
-    (default True); ``compile`` (default False; True or a ``torch.compile`` mode string) compiles
-    the synthesis network first, which costs minutes once per batch size and process.
+    Options: ``formulation`` (default ``"export"``, the generator's own export-friendly forward;
+    ``"reference"``: rosinality's per-sample weights and grouped convolutions, FP32 only). GPU only
+    (the CPU always runs eager FP32): ``cuda_graphs`` (default True) replays synthesis from a CUDA
+    graph captured per batch size after warm-up runs; ``channels_last`` (default True); ``compile``
+    (default False; True or a ``torch.compile`` mode string) compiles the synthesis network first,
+    which costs minutes once per batch size and process.
     """
 
     name = "torch"
@@ -56,7 +61,14 @@ class TorchBackend(Backend):
         cuda_graphs: bool = True,
         channels_last: bool = True,
         compile: bool | str = False,
+        formulation: str = "export",
     ) -> None:
+        if formulation not in FORMULATIONS:
+            raise LgfaError(f"torch formulation {formulation!r} is unknown; choose export or reference")
+        if formulation == "reference" and precision == "fp16":
+            raise LgfaError(
+                "the torch reference formulation runs fp32 only; use --precision fp32, or formulation export for fp16"
+            )
         has_cuda = torch.cuda.is_available()
         if device == "auto":
             device = "cuda" if has_cuda else "cpu"
@@ -93,6 +105,7 @@ class TorchBackend(Backend):
         if on_gpu and channels_last:
             generator = generator.to(memory_format=torch.channels_last)
         self._generator = generator
+        self._reference = formulation == "reference"
         self._use_graphs = on_gpu and cuda_graphs
         self._render: Callable[[Tensor], Tensor] = self._render_eager
         if on_gpu:
@@ -108,7 +121,13 @@ class TorchBackend(Backend):
     # -- graphs ----------------------------------------------------------------------------------
     def _render_eager(self, latents: Tensor) -> Tensor:
         """Device latents [B, L, S] (FP32) -> device uint8 BGR frames [B, H, W, 3]."""
-        return uint8_bgr(self._generator.synthesis(latents.to(self._dtype)))
+        return uint8_bgr(self._synthesis(latents.to(self._dtype)))
+
+    def _synthesis(self, latents: Tensor) -> Tensor:
+        """Latents -> float images, in the chosen formulation."""
+        if self._reference:
+            return synthesis_reference(self._generator, latents)
+        return self._generator.synthesis(latents)
 
     def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = {name: torch.from_numpy(array).to(self._device) for name, array in inputs.items()}
@@ -120,7 +139,7 @@ class TorchBackend(Backend):
             elif graph == "mapping":
                 out = self._mapping(x["z"])
             elif graph == "synthesis":
-                out = self._generator.synthesis(x["latents"].to(self._dtype))
+                out = self._synthesis(x["latents"].to(self._dtype))
             elif graph == "image_encoder" and self.bundle.has_photo:
                 out = self._inversion()(x["face"])
             elif graph == "clip_image":

@@ -16,10 +16,12 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Measure a bundle per backend, precision and batch: p50/p90/p99 latency of every pipeline
 stage (tokenize, text encoder, motion, synthesis, uint8 conversion, mp4 encoding), the time to
 the first frame of a clip and the sustained fps of 'lgfa stream' with and without encoding.
-Everything runs in this one process, after a warm-up, against a PyTorch eager FP32 batch-1
-baseline measured in the same run; each row states its ratio to it. The synthesis rows also
-state the FLOPs and bytes of the network per frame (counted from its ONNX graph) and the
-fraction of the device's peak compute and bandwidth they reach."""
+Everything runs in this one process, after a warm-up. The baseline, measured first as its own
+run, is PyTorch eager FP32 at batch 1 in the reference formulation (the way the reference
+implementation runs: per-sample weights, grouped convolutions); each row, the torch ones
+included, states its ratio to it. The synthesis rows also state the FLOPs and bytes of the
+network per frame (counted from its ONNX graph) and the fraction of the device's peak compute
+and bandwidth they reach."""
 
 EPILOG = """examples:
   lgfa bench --bundle engines/tiny --backend onnxruntime,torch --batch 1,4 --json bench.json --plot bench.png
@@ -94,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--option", action="append", default=[], metavar="BACKEND.NAME=VALUE",
         help="option passed to open_backend, e.g. onnxruntime.threads=2 (repeatable)",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the torch eager fp32 baseline (ratios left empty)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline run (torch eager fp32, reference formulation; no ratios)")
     parser.add_argument("--no-cpu-peak", action="store_true", help="do not measure the CPU's peak rates (left unknown)")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="write the results here")
     parser.add_argument("--plot", default=None, metavar="OUT.png", help="plot fps against batch here")
