@@ -1,8 +1,9 @@
 """How far onnxruntime gets past PyTorch eager on the CPU for synthesis, one setting at a time.
 
 Times the synthesis graph of one or more bundles at batch 1 with N threads (default 2): PyTorch
-eager FP32 (the torch backend, ``torch.set_num_threads(N)``) against onnxruntime sessions that add
-one setting or graph rewrite per step. All configurations are opened first and then timed in
+eager FP32 (the torch backend, ``torch.set_num_threads(N)``) in the reference formulation (the
+1.0x baseline, as ``lgfa bench`` has it) and in ours, against onnxruntime sessions that add one
+setting or graph rewrite per step, and the onnxruntime backend exactly as ``lgfa`` opens it. All configurations are opened first and then timed in
 interleaved rounds (each round runs every configuration once), so a noisy machine disturbs them
 alike; the table gives the median and the best round. Every configuration's output is compared
 with the torch output (max |difference|) so a rewrite that changes the image is caught.
@@ -16,9 +17,9 @@ Graph rewrites (written to a temporary file, never into the bundle):
     by ``DepthToSpace``. The following blur convolution absorbs the extra zero row and column by
     padding one side less. onnxruntime runs ordinary convolutions in its blocked NCHWc layout;
     it has no such kernel for ConvTranspose, which goes through im2col/col2im.
-``fold-gain``
-    ``LeakyReLU(x * d + noise + bias) * sqrt(2)`` becomes ``LeakyReLU(x * (d sqrt 2) + C)`` with
-    ``C = sqrt(2) (noise + bias)`` one constant: three passes over the activation instead of five.
+``fold-gain``, ``winograd`` (from 256 input channels; ``winograd-128``, ``winograd-512``: other thresholds)
+    The rewrites the onnxruntime backend applies on the CPU; see
+    :mod:`lgfa_deploy.backends.onnxruntime_cpu_graph`.
 
 Usage::
 
@@ -34,28 +35,30 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lgfa_deploy import device_info  # noqa: E402
-from lgfa_deploy.bundle import Bundle, write_json_atomic  # noqa: E402
-from lgfa_deploy.errors import LgfaError  # noqa: E402
+from lgfa_deploy import device_info
+from lgfa_deploy.backends.onnxruntime_cpu_graph import (
+    DISABLED_OPTIMIZERS,
+    attributes,
+    drop_unused_initializers,
+    fold_gain,
+    winograd_conv3x3,
+)
+from lgfa_deploy.bundle import Bundle, write_json_atomic
+from lgfa_deploy.errors import LgfaError
 
 log = logging.getLogger("ort_cpu_steps")
 
 
 # ----------------------------------------------------------------------------------------------
 # Graph rewrites
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def phase_convtranspose(model: Any) -> int:
@@ -75,7 +78,7 @@ def phase_convtranspose(model: Any) -> int:
     nodes, added, count = [], [], 0
     taps = {0: [2, 0], 1: [1]}  # correlation taps per output phase, over x[m-1], x[m]
     for node in graph.node:
-        a = _attrs(node)
+        a = attributes(node)
         if not (
             node.op_type == "ConvTranspose"
             and a.get("group", 1) == 1
@@ -108,7 +111,7 @@ def phase_convtranspose(model: Any) -> int:
         nodes.append(helper.make_node("Concat", phases, [stacked], name=stacked, axis=1))
         users = consumers.get(node.output[0], [])
         blur = users[0] if len(users) == 1 and users[0].op_type == "Conv" else None
-        if blur is not None and list(_attrs(blur).get("pads", [])) == [1, 1, 1, 1]:
+        if blur is not None and list(attributes(blur).get("pads", [])) == [1, 1, 1, 1]:
             # The interleaved result is (2H + 2) wide; its last row/column is zero, so the blur
             # needs no bottom/right padding to give the same 2H output.
             nodes.append(helper.make_node("DepthToSpace", [stacked], [node.output[0]], name=stacked + "/d2s", blocksize=2, mode="DCR"))
@@ -126,106 +129,17 @@ def phase_convtranspose(model: Any) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(added)
-    _drop_unused(model)
+    drop_unused_initializers(model)
     return count
 
 
-def fold_gain(model: Any) -> int:
-    """``LeakyRelu(Mul(x, d) + n + b) * g`` with constant n, b, g > 0 -> ``LeakyRelu(Mul(x, d g) + g (n + b))``."""
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    producer = {o: n for n in graph.node for o in n.output}
-    users: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
-
-    def single_user(name: str) -> Any:
-        found = users.get(name, [])
-        return found[0] if len(found) == 1 else None
-
-    def const_operand(node: Any, other: str) -> tuple[str, np.ndarray] | None:
-        if node.op_type not in ("Add", "Mul") or len(node.input) != 2:
-            return None
-        a, b = node.input
-        name = b if a == other else a if b == other else None
-        return (name, consts[name]) if name in consts else None
-
-    removed: set[int] = set()
-    added, new_nodes, count = [], {}, 0
-    for gain_mul in graph.node:
-        if gain_mul.op_type != "Mul":
-            continue
-        relu = producer.get(gain_mul.input[0]) or producer.get(gain_mul.input[1])
-        if relu is None or relu.op_type != "LeakyRelu" or single_user(relu.output[0]) is not gain_mul:
-            continue
-        gain = const_operand(gain_mul, relu.output[0])
-        if gain is None or gain[1].size != 1 or float(gain[1].reshape(())) <= 0:
-            continue
-        g = float(gain[1].reshape(()))
-        # Walk up from the activation through Adds of constants (bias, noise) to the Mul by the
-        # demodulation factors.
-        chain, total = [], None
-        node = producer.get(relu.input[0])
-        while node is not None and node.op_type == "Add":
-            operand = next((i for i in node.input if i in consts), None)
-            other = next((i for i in node.input if i != operand), None)
-            if operand is None or other is None or single_user(node.output[0]) is None:
-                break
-            total = consts[operand] if total is None else total + consts[operand]
-            chain.append(node)
-            node = producer.get(other)
-        demod = node
-        if not chain or demod is None or demod.op_type != "Mul" or single_user(demod.output[0]) is None:
-            continue
-        # The activation comes from a convolution; the other factor is the per-channel demodulation.
-        conv_ops = ("Conv", "ConvTranspose", "DepthToSpace")
-        first, second = (producer.get(i) for i in demod.input)
-        if first is not None and first.op_type in conv_ops:
-            dyn, scale = demod.input
-        elif second is not None and second.op_type in conv_ops:
-            scale, dyn = demod.input
-        else:
-            continue
-        prefix = gain_mul.output[0] + "/folded"
-        gain_name, const_name = prefix + "/gain", prefix + "/offset"
-        added.append(numpy_helper.from_array(np.array(g, dtype=np.float32), gain_name))
-        added.append(numpy_helper.from_array((total * g).astype(np.float32), const_name))
-        scaled = prefix + "/scale"
-        new_nodes[id(demod)] = [
-            helper.make_node("Mul", [scale, gain_name], [scaled], name=scaled),
-            helper.make_node("Mul", [dyn, scaled], [prefix + "/mul"], name=prefix + "/mul"),
-            helper.make_node("Add", [prefix + "/mul", const_name], [prefix + "/add"], name=prefix + "/add"),
-            helper.make_node("LeakyRelu", [prefix + "/add"], [gain_mul.output[0]], name=prefix + "/lrelu", alpha=_attrs(relu).get("alpha", 0.01)),
-        ]
-        removed.update(id(n) for n in (*chain, relu, gain_mul))
-        count += 1
-    nodes = []
-    for node in graph.node:
-        if id(node) in new_nodes:
-            nodes.extend(new_nodes[id(node)])
-        elif id(node) not in removed:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(added)
-    _drop_unused(model)
-    return count
-
-
-def _drop_unused(model: Any) -> None:
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-
-
-REWRITES: dict[str, Callable[[Any], int]] = {"phase-convtranspose": phase_convtranspose, "fold-gain": fold_gain}
+REWRITES: dict[str, Callable[[Any], int]] = {
+    "phase-convtranspose": phase_convtranspose,
+    "fold-gain": fold_gain,
+    "winograd": winograd_conv3x3,
+    "winograd-128": lambda model: winograd_conv3x3(model, min_channels=128),
+    "winograd-512": lambda model: winograd_conv3x3(model, min_channels=512),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,6 +150,7 @@ def steps(threads: int) -> list[dict[str, Any]]:
     """The configurations, in order; each names its session settings and graph rewrites."""
     base = {"intra_op_num_threads": threads}
     tuned = {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1}
+    winograd = {**tuned, "disabled_optimizers": DISABLED_OPTIMIZERS}
     return [
         {"step": "onnxruntime defaults (no SessionOptions)", "defaults": True},
         {"step": f"ORT_DISABLE_ALL, {threads} intra-op threads", "options": {**base, "level": "ORT_DISABLE_ALL"}},
@@ -249,7 +164,11 @@ def steps(threads: int) -> list[dict[str, Any]]:
         {"step": "  (variant: CPU memory arena off)", "options": {**base, "level": "ORT_ENABLE_ALL", "sequential": True, "inter_op_num_threads": 1, "batch": 1, "enable_cpu_mem_arena": False}},
         {"step": "  (variant: rewrite phase-convtranspose)", "options": tuned, "rewrites": ["phase-convtranspose"]},
         {"step": "+ rewrite fold-gain", "options": tuned, "rewrites": ["fold-gain"]},
-        {"step": "+ no spinning threads", "options": {**tuned, "config": {"session.intra_op.allow_spinning": "0"}}, "rewrites": ["fold-gain"]},
+        {"step": "+ rewrite winograd (3x3 convs from 256 channels)", "options": winograd, "rewrites": ["fold-gain", "winograd"]},
+        {"step": "  (variant: winograd from 128 channels)", "options": winograd, "rewrites": ["fold-gain", "winograd-128"]},
+        {"step": "  (variant: winograd from 512 channels)", "options": winograd, "rewrites": ["fold-gain", "winograd-512"]},
+        {"step": "  (variant: no spinning threads)", "options": {**winograd, "config": {"session.intra_op.allow_spinning": "0"}},
+         "rewrites": ["fold-gain", "winograd"]},
     ]
 
 
@@ -264,6 +183,7 @@ def session(path: Path, step: dict[str, Any]) -> Any:
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, opts.pop("level"))
     if opts.pop("sequential", False):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    disabled = opts.pop("disabled_optimizers", None)
     batch = opts.pop("batch", None)
     if batch is not None:
         so.add_free_dimension_override_by_name("batch", batch)
@@ -271,7 +191,7 @@ def session(path: Path, step: dict[str, Any]) -> Any:
         so.add_session_config_entry(key, value)
     for key, value in opts.items():
         setattr(so, key, value)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def rewritten(path: Path, names: list[str], tmp: Path, cache: dict[tuple[str, ...], Path]) -> Path:
@@ -295,13 +215,16 @@ def run_bundle(bundle_dir: Path, threads: int, rounds: int, only: list[int] | No
 
     bundle = Bundle.open(bundle_dir)
     torch.set_num_threads(threads)
+    baseline = open_backend("torch", bundle, device="cpu", precision="fp32", formulation="reference")
     torch_backend = open_backend("torch", bundle, device="cpu", precision="fp32")
     latents = np.random.default_rng(0).standard_normal((1, bundle.n_latent, bundle.style_dim)).astype(np.float32)
     reference = torch_backend.run("synthesis", {"latents": latents})["image"]
     path = bundle.graph_path("synthesis", "fp32")
     configs: list[tuple[str, Callable[[], Any], dict[str, Any]]] = [
-        ("PyTorch eager FP32, torch.set_num_threads(%d) (baseline)" % threads,
-         lambda: torch_backend.run("synthesis", {"latents": latents}), {"baseline": True}),
+        (f"PyTorch eager FP32, reference formulation, {threads} threads (baseline)",
+         lambda: baseline.run("synthesis", {"latents": latents}), {"baseline": True}),
+        (f"PyTorch eager FP32, our formulation (the torch backend), {threads} threads",
+         lambda: torch_backend.run("synthesis", {"latents": latents}), {}),
     ]
     cache: dict[tuple[str, ...], Path] = {}
     with tempfile.TemporaryDirectory(prefix="ort-steps-") as tmp:
@@ -316,6 +239,13 @@ def run_bundle(bundle_dir: Path, threads: int, rounds: int, only: list[int] | No
             diff = float(np.abs(out - reference).max())
             log.info("%s: loaded in %.1f s, max |diff| vs torch %.2e", step["step"], load_s, diff)
             configs.append((step["step"], lambda s=sess: s.run(None, {"latents": latents}), {**step, "load_s": round(load_s, 2), "max_abs_diff": diff}))
+        started = time.perf_counter()
+        ort_backend = open_backend("onnxruntime", bundle, device="cpu", precision="fp32", threads=threads)
+        load_s = time.perf_counter() - started
+        diff = float(np.abs(ort_backend.run("synthesis", {"latents": latents})["image"] - reference).max())
+        configs.append(("onnxruntime backend as lgfa opens it (default options)",
+                        lambda: ort_backend.run("synthesis", {"latents": latents}),
+                        {"rewrites": ort_backend.rewrites, "load_s": round(load_s, 2), "max_abs_diff": diff}))
         for _, fn, _ in configs:  # warm-up
             fn()
         samples: list[list[float]] = [[] for _ in configs]
@@ -338,7 +268,8 @@ def run_bundle(bundle_dir: Path, threads: int, rounds: int, only: list[int] | No
             "samples_ms": [round(x, 1) for x in s],
             **{k: v for k, v in meta.items() if k != "step"},
         })
-    torch_backend.close()
+    for backend in (baseline, torch_backend, ort_backend):
+        backend.close()
     return {"bundle": str(bundle_dir), "preset": bundle.preset, "resolution": bundle.resolution, "rows": rows}
 
 
@@ -360,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     doc = {
         "schema": "lgfa-ort-steps/1",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": device_info.describe_device("cpu", measure_cpu=False),
         "threads": args.threads,
         "rounds": args.rounds,

@@ -44,8 +44,10 @@ class OnnxRuntimeBackend(Backend):
     """Runs a bundle's ONNX graphs with onnxruntime.
 
     Options: ``threads`` (intra-op threads, default: onnxruntime's choice), ``device_id`` (CUDA),
-    ``optimization`` (disable | basic | extended | all, default all) and ``session_config``
-    (onnxruntime session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``).
+    ``optimization`` (disable | basic | extended | all, default all), ``session_config``
+    (onnxruntime session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``) and
+    ``cpu_rewrites`` (default True: on the CPU, fp32 synthesis runs the graph rewritten by
+    :mod:`lgfa_deploy.backends.onnxruntime_cpu_graph`, Winograd convolutions and folded gains).
     On CUDA, inputs are bound from host memory and outputs stay in device memory until one copy
     back per call (I/O binding), so onnxruntime allocates nothing per call. ``precision="fp16"``
     applies to synthesis, nearly all of the work; the small text, motion and mapping graphs and the
@@ -64,6 +66,7 @@ class OnnxRuntimeBackend(Backend):
         device_id: int = 0,
         optimization: str = "all",
         session_config: dict[str, str] | None = None,
+        cpu_rewrites: bool = True,
     ) -> None:
         available = ort.get_available_providers()
         has_cuda = "CUDAExecutionProvider" in available
@@ -86,6 +89,9 @@ class OnnxRuntimeBackend(Backend):
         self._options.log_severity_level = 3
         if threads is not None:
             self._options.intra_op_num_threads = threads
+        self._cpu_rewrites = bool(cpu_rewrites) and device == "cpu" and precision == "fp32"
+        self.rewrites: dict[str, int] = {}
+        """How often each CPU rewrite applied to synthesis (empty when none ran)."""
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._input_types: dict[str, dict[str, type]] = {}
         self._lock = threading.Lock()
@@ -93,18 +99,18 @@ class OnnxRuntimeBackend(Backend):
             if graph in bundle.graph_names:
                 self._session(graph)
 
-    def _session(self, graph: str) -> "ort.InferenceSession":
+    def _session(self, graph: str) -> ort.InferenceSession:
         """The session of ``graph``, created on first use: a seed-only run never loads the photo graphs."""
         with self._lock:
             if graph not in self._sessions:
                 path = self.bundle.graph_path(graph, self.precision if graph in PRECISION_GRAPHS else "fp32")
-                session = self._load(path)
+                session = self._load_rewritten(path) if graph == "synthesis" and self._cpu_rewrites else self._load(path)
                 self._check_io(graph, path, session)
                 self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
                 self._sessions[graph] = session
             return self._sessions[graph]
 
-    def _load(self, path: Path) -> "ort.InferenceSession":
+    def _load(self, path: Path) -> ort.InferenceSession:
         try:
             return ort.InferenceSession(str(path), self._options, providers=self._providers)
         except _LOAD_ERRORS as exc:
@@ -113,7 +119,33 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime cannot load {path} ({reason}); the file is truncated or damaged: re-export the bundle"
             ) from None
 
-    def _check_io(self, graph: str, path: Path, session: "ort.InferenceSession") -> None:
+    def _load_rewritten(self, path: Path) -> ort.InferenceSession:
+        """A CPU session of ``path`` after :func:`rewrite_for_cpu`; the plain graph where onnx is missing."""
+        try:
+            from google.protobuf.message import DecodeError
+            from onnx.shape_inference import InferenceError
+
+            from lgfa_deploy.backends.onnxruntime_cpu_graph import (
+                DISABLED_OPTIMIZERS,
+                rewrite_for_cpu,
+            )
+        except ImportError:
+            log.warning("the onnx package is missing: synthesis runs without the CPU rewrites (pip install onnx)")
+            return self._load(path)
+        try:
+            model, self.rewrites = rewrite_for_cpu(path)
+        except (DecodeError, InferenceError, OSError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise LgfaError(
+                f"onnxruntime cannot load {path} ({reason}); the file is truncated or damaged: re-export the bundle"
+            ) from None
+        log.info("synthesis rewritten for the CPU: %s", ", ".join(f"{k} x{v}" for k, v in self.rewrites.items()))
+        try:
+            return ort.InferenceSession(model, self._options, providers=self._providers, disabled_optimizers=DISABLED_OPTIMIZERS)
+        except _LOAD_ERRORS as exc:
+            raise LgfaError(f"onnxruntime cannot load the CPU rewrite of {path}: {str(exc).strip().splitlines()[0][:160]}") from None
+
+    def _check_io(self, graph: str, path: Path, session: ort.InferenceSession) -> None:
         """The graph file must have the inputs and outputs its manifest declares."""
         spec = self.spec(graph)
         inputs = [i.name for i in session.get_inputs()]

@@ -5,19 +5,23 @@ compute_capability, precision, profile) for this GPU and TensorRT version; an en
 elsewhere is refused in one line that says how to rebuild. Each graph gets device buffers sized for
 its largest batch, one CUDA stream, and one execution context per batch size actually used, whose
 work is captured once into a CUDA graph and replayed from then on (the shapes are static per
-context). ``tensorrt`` and cuda-python are imported when the backend opens, never before.
+context). Every engine is chosen (and refused) when the backend opens; the photo graphs' engines
+are deserialised on first use, so a seed-only run never holds e4e's. ``tensorrt`` and cuda-python
+are imported when the backend opens, never before.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+import threading
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from lgfa_deploy.backends.base import Backend, missing_package
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.graphs import GraphSpec
+from lgfa_deploy.graphs import PHOTO_GRAPHS, GraphSpec
 
 log = logging.getLogger(__name__)
 
@@ -214,23 +218,34 @@ class TensorRTBackend(Backend):
         props = cuda(cudart.cudaGetDeviceProperties(device_id))
         capability = f"{props.major}.{props.minor}"
         chosen = {g: select_engine(bundle, g, precision, trt.__version__, capability) for g in bundle.graph_names}
-        self._cuda = cuda
+        self._trt, self._cuda, self._cuda_graphs = trt, cuda, cuda_graphs
+        self._chosen = chosen
         self._stream = cuda(cudart.cudaStreamCreate())
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         self._engines: dict[str, _Engine] = {}
+        self._lock = threading.Lock()
         try:
-            for graph, entry in chosen.items():
-                path = str(bundle.root / entry["file"])
-                profile = entry.get("profile") or self.spec(graph).batch.to_dict()
-                self._engines[graph] = _Engine(trt, cuda, self._runtime, path, self.spec(graph), profile,
-                                               self._stream, cuda_graphs)
-                log.debug("loaded TensorRT engine %s for %s", path, graph)
+            for graph in chosen:
+                if graph not in PHOTO_GRAPHS:
+                    self._engine(graph)
         except BaseException:
             self.close()
             raise
 
+    def _engine(self, graph: str) -> _Engine:
+        """The engine of ``graph``, deserialised on first use."""
+        with self._lock:
+            if graph not in self._engines:
+                entry = self._chosen[graph]
+                path = str(self.bundle.root / entry["file"])
+                profile = entry.get("profile") or self.spec(graph).batch.to_dict()
+                self._engines[graph] = _Engine(self._trt, self._cuda, self._runtime, path, self.spec(graph), profile,
+                                               self._stream, self._cuda_graphs)
+                log.debug("loaded TensorRT engine %s for %s", path, graph)
+            return self._engines[graph]
+
     def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._engines[graph].run(batch, inputs)
+        return self._engine(graph).run(batch, inputs)
 
     def close(self) -> None:
         for engine in self._engines.values():
