@@ -278,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", action="append", required=True, help="bundle directory (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", default=None, help="only these step indices, comma-separated")
+    parser.add_argument(
+        "--steps", default=None,
+        help="only these step indices, comma-separated (each open session holds about 1 GiB at 1024 px: "
+        "all 16 steps need more than 24 GiB there)",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -72,6 +72,16 @@ def test_every_stage_is_measured_for_every_configuration(bench_run) -> None:
         assert r["samples"] >= 1
 
 
+def test_onnxruntime_rows_name_their_cpu_rewrites(bench_run) -> None:
+    doc, _, _ = bench_run
+    for r in doc["results"]:
+        if r["backend"] == "onnxruntime":
+            # The tiny generator is too narrow for Winograd; its 7 activations fold.
+            assert r["cpu_rewrites"] == {"winograd": 0, "fold_gain": 7}, r["stage"]
+        else:
+            assert "cpu_rewrites" not in r
+
+
 def test_ratios_come_from_the_measured_baseline(bench_run) -> None:
     doc, _, _ = bench_run
     rows = doc["results"]
