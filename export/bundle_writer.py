@@ -25,8 +25,25 @@ import torch
 from tqdm import tqdm
 
 from export.fp16 import convert_to_fp16
-from export.onnx_export import OPSET, TRACE_BATCH, build_module, bundle_specs, export_onnx, sample_inputs, save_onnx
-from lgfa_deploy.bundle import FORMAT, MANIFEST, PRECISIONS, SCHEMA_VERSION, Bundle, file_entry, graph_file, write_json_atomic
+from export.onnx_export import (
+    OPSET,
+    TRACE_BATCH,
+    build_module,
+    bundle_specs,
+    export_onnx,
+    sample_inputs,
+    save_onnx,
+)
+from lgfa_deploy.bundle import (
+    FORMAT,
+    MANIFEST,
+    PRECISIONS,
+    SCHEMA_VERSION,
+    Bundle,
+    file_entry,
+    graph_file,
+    write_json_atomic,
+)
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
 from training.checkpoints import attach_e4e, load_models, save_checkpoint

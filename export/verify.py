@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import textwrap
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,7 +158,7 @@ def _check_structure(report: VerifyReport, model: onnx.ModelProto, path: Path, s
     """Checker, opset, TensorRT operators, names, declared shapes; False stops this graph's checks."""
     import onnx
 
-    from export.tensorrt_ops import OPSET_MAX, OPSET_MIN, check_opset, check_operators
+    from export.tensorrt_ops import OPSET_MAX, OPSET_MIN, check_operators, check_opset
 
     name = spec.name
     try:

@@ -8,7 +8,7 @@ The runtime needs no torch::
     face = animator.invert("photo.jpg")                            # align, e4e, CLIP: once per photo
     frames = animator.animate("The person is smiling.", image=face)
 """
-from lgfa_deploy.api import open  # noqa: A004 - the package's front door
+from lgfa_deploy.api import open
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.pipeline import Animator, InvertedFace, StreamFrame

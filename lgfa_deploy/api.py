@@ -19,7 +19,7 @@ from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.pipeline import Animator
 
 
-def open(  # noqa: A001 - the API's front door, as in ``lgfa_deploy.open(bundle)``
+def open(
     bundle_dir: str | os.PathLike[str],
     backend: str = "onnxruntime",
     *,

@@ -51,7 +51,7 @@ class Bundle:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | os.PathLike, verify_hashes: bool = True) -> "Bundle":
+    def open(cls, path: str | os.PathLike, verify_hashes: bool = True) -> Bundle:
         """Open a bundle; a missing, foreign, newer or tampered bundle raises :class:`LgfaError`."""
         root = Path(path)
         manifest_path = root / MANIFEST

@@ -36,7 +36,7 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorSpec":
+    def from_dict(cls, d: dict) -> TensorSpec:
         return cls(d["name"], d["dtype"], tuple(d["shape"]))
 
 
@@ -102,7 +102,7 @@ class GraphSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GraphSpec":
+    def from_dict(cls, d: dict) -> GraphSpec:
         return cls(
             name=d["name"],
             inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),

@@ -43,9 +43,10 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -496,7 +497,7 @@ class Animator:
                 self._closed = True
                 self.backend.close()
 
-    def __enter__(self) -> "Animator":
+    def __enter__(self) -> Animator:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class VideoSink:
         self._tmp.unlink(missing_ok=True)
         return False
 
-    def __enter__(self) -> "VideoSink":
+    def __enter__(self) -> VideoSink:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:

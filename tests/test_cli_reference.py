@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lgfa_deploy.cli import main
+from tests.helpers import read_video
 from training.checkpoints import save_checkpoint
 from training.reference import animate_reference, content_from_seed, seed_z
-from tests.helpers import read_video
 
 TEXT = "The person is smiling."
 

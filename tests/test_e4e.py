@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from training.e4e import E4E, E4E_CONFIGS, Encoder4Editing, e4e_input, e4e_layout, load_e4e
+from training.e4e import (
+    E4E,
+    E4E_CONFIGS,
+    Encoder4Editing,
+    e4e_input,
+    e4e_layout,
+    load_e4e,
+)
 from training.errors import CheckpointError
 
 

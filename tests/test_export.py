@@ -17,7 +17,13 @@ from safetensors.torch import save_file
 from export.bundle_writer import export_bundle
 from export.onnx_export import save_onnx
 from export.verify import verify_bundle
-from lgfa_deploy.bundle import MANIFEST, SCHEMA_VERSION, Bundle, file_entry, write_json_atomic
+from lgfa_deploy.bundle import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    Bundle,
+    file_entry,
+    write_json_atomic,
+)
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS, graph_specs

@@ -16,7 +16,12 @@ from export.tensorrt_build import (
     plan_engines,
     profile_shapes,
 )
-from export.tensorrt_ops import check_opset, check_operators, load_operator_table, operator_table_path
+from export.tensorrt_ops import (
+    check_operators,
+    check_opset,
+    load_operator_table,
+    operator_table_path,
+)
 from lgfa_deploy.bundle import Bundle, file_entry
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError

@@ -18,8 +18,8 @@ from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS
 from lgfa_deploy.pipeline import Animator, InvertedFace
-from tests.test_e4e import tiny_e4e, write_e4e_checkpoint
 from tests.helpers import psnr, read_video
+from tests.test_e4e import tiny_e4e, write_e4e_checkpoint
 
 skimage_data = pytest.importorskip("skimage.data")
 

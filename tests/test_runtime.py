@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-import lgfa_deploy.api as api
+from lgfa_deploy import api
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.cli import main

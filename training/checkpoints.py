@@ -17,10 +17,11 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -59,7 +60,7 @@ class Models:
     sources: list[dict[str, str]] = field(default_factory=list)
     e4e: E4E | None = None
 
-    def eval(self) -> "Models":
+    def eval(self) -> Models:
         self.model.eval()
         self.generator.eval()
         if self.e4e is not None:

@@ -41,8 +41,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from training.errors import DataError, OptionError
-from training.checkpoints import Models, atomic_path, load_clip_weights, load_models, save_checkpoint, sha256_file
+from training.checkpoints import (
+    Models,
+    atomic_path,
+    load_clip_weights,
+    load_models,
+    save_checkpoint,
+    sha256_file,
+)
 from training.cli import TRAIN_OPTIONS_FILE, TrainConfig
 from training.clip_model import clip_image_size, create_clip, tokenize
 from training.data import (
@@ -54,7 +60,7 @@ from training.data import (
     sample_initial_state,
     sample_text_ids,
 )
-from training.errors import CheckpointError
+from training.errors import CheckpointError, DataError, OptionError
 from training.losses import (
     clip_normalize,
     contrastive_loss,

@@ -119,7 +119,7 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release sessions, engines and device memory; the backend is unusable afterwards."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -173,7 +173,7 @@ class TorchBackend(Backend):
             graph.replay()
             return static_out.cpu().numpy()
 
-    def _capture(self, batch: int) -> tuple[Tensor, Tensor, "torch.cuda.CUDAGraph"]:
+    def _capture(self, batch: int) -> tuple[Tensor, Tensor, torch.cuda.CUDAGraph]:
         """Warm up (cuDNN autotuning, compilation) on a side stream, then capture synthesis for ``batch``."""
         log.debug("capturing a CUDA graph of synthesis for batch %d", batch)
         static_in = torch.zeros((batch, self.bundle.n_latent, self.bundle.style_dim), device=self._device)

@@ -44,7 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lgfa_deploy.align import WRITABLE_SUFFIXES, align_face, detect_faces, read_image, write_image
+    from lgfa_deploy.align import (
+        WRITABLE_SUFFIXES,
+        align_face,
+        detect_faces,
+        read_image,
+        write_image,
+    )
 
     photo = Path(args.photo)
     out = Path(args.out) if args.out else None

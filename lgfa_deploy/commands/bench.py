@@ -103,7 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lgfa_deploy.bench import STAGES, BenchConfig, DEFAULT_TEXTS, format_table, plot, run_bench
+    from lgfa_deploy.bench import (
+        DEFAULT_TEXTS,
+        STAGES,
+        BenchConfig,
+        format_table,
+        plot,
+        run_bench,
+    )
 
     backends = _list(args.backend)
     if not backends:
