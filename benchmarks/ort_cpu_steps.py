@@ -47,8 +47,8 @@ from lgfa_deploy import device_info
 from lgfa_deploy.backends.onnxruntime_cpu_graph import (
     DISABLED_OPTIMIZERS,
     attributes,
-    drop_unused_initializers,
     fold_gain,
+    replace_nodes,
     winograd_conv3x3,
 )
 from lgfa_deploy.bundle import Bundle, write_json_atomic
@@ -126,10 +126,7 @@ def phase_convtranspose(model: Any) -> int:
                 added.append(numpy_helper.from_array(np.array(v, np.int64), n))
             nodes.append(helper.make_node("Slice", [full, *names], [node.output[0]], name=full + "/crop"))
         count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(added)
-    drop_unused_initializers(model)
+    replace_nodes(model, nodes, added)
     return count
 
 

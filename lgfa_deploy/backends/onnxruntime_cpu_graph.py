@@ -68,12 +68,15 @@ def attributes(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def drop_unused_initializers(model: Any) -> None:
-    """Remove initializers no node reads any more."""
-    used = {name for node in model.graph.node for name in node.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+def replace_nodes(model: Any, nodes: list[Any], initializers: list[Any]) -> None:
+    """Make ``nodes`` the graph's nodes, add ``initializers``, and drop the initializers nothing reads any more."""
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    keep = [i for i in [*graph.initializer, *initializers] if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def _static_shapes(model: Any) -> dict[str, list[int | None]]:
@@ -111,10 +114,7 @@ def winograd_conv3x3(
         nodes.extend(replacement)
         added.extend(constants)
         count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(added)
-    drop_unused_initializers(model)
+    replace_nodes(model, nodes, added)
     return count
 
 
@@ -269,10 +269,7 @@ def fold_gain(model: Any) -> int:
             nodes.extend(replacements[id(node)])
         elif id(node) not in removed:
             nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(added)
-    drop_unused_initializers(model)
+    replace_nodes(model, nodes, added)
     return count
 
 
