@@ -263,8 +263,14 @@ def test_ctrl_c_ends_stream_with_a_playable_file(bundle_dir: Path, tmp_path: Pat
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "endless.mp4"
+    # A shell that runs the suite in the background passes SIGINT on ignored, and Python then keeps
+    # ignoring it: the child restores Ctrl-C's default handler before the command starts.
+    ctrl_c_enabled = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from lgfa_deploy.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "lgfa_deploy.cli", "stream", "--bundle", str(bundle_dir), "--texts", str(texts),
+        [sys.executable, "-c", ctrl_c_enabled, "stream", "--bundle", str(bundle_dir), "--texts", str(texts),
          "--loop", "--fps", "200", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
