@@ -1,6 +1,7 @@
 """The CPU rewrites of the synthesis graph: Winograd convolutions and folded gains, against the plain graph."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,17 @@ def test_backend_rewrites_synthesis_on_the_cpu_by_default(tiny_bundle: Path) -> 
     finally:
         rewritten.close()
         plain.close()
+
+
+def test_backend_runs_the_plain_graph_without_onnx(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """The runtime needs onnxruntime only: without the onnx package synthesis runs unrewritten, with a warning."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with caplog.at_level("WARNING"):
+        backend = open_backend("onnxruntime", Bundle.open(tiny_bundle), device="cpu", threads=1)
+    try:
+        assert backend.rewrites == {}
+        assert "onnx package is missing" in caplog.text
+        latents = np.zeros((1, backend.bundle.n_latent, backend.bundle.style_dim), np.float32)
+        assert backend.frames(latents).shape == (1, backend.bundle.resolution, backend.bundle.resolution, 3)
+    finally:
+        backend.close()

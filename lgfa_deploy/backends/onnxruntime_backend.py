@@ -122,6 +122,7 @@ class OnnxRuntimeBackend(Backend):
     def _load_rewritten(self, path: Path) -> ort.InferenceSession:
         """A CPU session of ``path`` after :func:`rewrite_for_cpu`; the plain graph where onnx is missing."""
         try:
+            import onnx  # noqa: F401 - the rewrites need it, the runtime does not
             from google.protobuf.message import DecodeError
             from onnx.shape_inference import InferenceError
 
