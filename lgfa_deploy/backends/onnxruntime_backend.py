@@ -40,6 +40,19 @@ PRECISION_GRAPHS = ("synthesis",)
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
+def _first_line(exc: BaseException, limit: int) -> str:
+    """The first line of an exception's message (its type where the message is empty), cut to ``limit``."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def _damaged(path: Path, exc: BaseException) -> LgfaError:
+    """The one-line error for a graph file onnx or onnxruntime cannot read."""
+    return LgfaError(
+        f"onnxruntime cannot load {path} ({_first_line(exc, 160)}); the file is truncated or damaged: re-export the bundle"
+    )
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs a bundle's ONNX graphs with onnxruntime.
 
@@ -114,10 +127,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             return ort.InferenceSession(str(path), self._options, providers=self._providers)
         except _LOAD_ERRORS as exc:
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise LgfaError(
-                f"onnxruntime cannot load {path} ({reason}); the file is truncated or damaged: re-export the bundle"
-            ) from None
+            raise _damaged(path, exc) from None
 
     def _load_rewritten(self, path: Path) -> ort.InferenceSession:
         """A CPU session of ``path`` after :func:`rewrite_for_cpu`; the plain graph where onnx is missing."""
@@ -136,15 +146,12 @@ class OnnxRuntimeBackend(Backend):
         try:
             model, self.rewrites = rewrite_for_cpu(path)
         except (DecodeError, InferenceError, OSError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise LgfaError(
-                f"onnxruntime cannot load {path} ({reason}); the file is truncated or damaged: re-export the bundle"
-            ) from None
+            raise _damaged(path, exc) from None
         log.info("synthesis rewritten for the CPU: %s", ", ".join(f"{k} x{v}" for k, v in self.rewrites.items()))
         try:
             return ort.InferenceSession(model, self._options, providers=self._providers, disabled_optimizers=DISABLED_OPTIMIZERS)
         except _LOAD_ERRORS as exc:
-            raise LgfaError(f"onnxruntime cannot load the CPU rewrite of {path}: {str(exc).strip().splitlines()[0][:160]}") from None
+            raise LgfaError(f"onnxruntime cannot load the CPU rewrite of {path}: {_first_line(exc, 160)}") from None
 
     def _check_io(self, graph: str, path: Path, session: ort.InferenceSession) -> None:
         """The graph file must have the inputs and outputs its manifest declares."""
@@ -173,7 +180,7 @@ class OnnxRuntimeBackend(Backend):
             else:
                 values = session.run(spec.output_names, feed)
         except _LOAD_ERRORS as exc:
-            raise LgfaError(f"onnxruntime failed to run graph {graph}: {str(exc).strip().splitlines()[0][:200]}") from None
+            raise LgfaError(f"onnxruntime failed to run graph {graph}: {_first_line(exc, 200)}") from None
         return {
             tensor.name: np.asarray(value).astype(tensor.dtype, copy=False)
             for tensor, value in zip(spec.outputs, values)
