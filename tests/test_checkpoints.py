@@ -2,26 +2,42 @@
 from __future__ import annotations
 
 import argparse
-import collections
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from tests.published_layouts import (
+    TINY_CLIP,
+    openai_clip_layout,
+    openai_clip_tensors,
+    reference_iter_checkpoint,
+    reference_model_layout,
+    reference_motion,
+    rosinality_checkpoint,
+    rosinality_g_ema_layout,
+)
 from training.checkpoints import (
     describe_file,
     load_clip_weights,
     load_e4e_latent_avg,
     load_models,
     load_rosinality,
+    read_checkpoint_metadata,
     save_checkpoint,
 )
 from training.errors import CheckpointError
+from training.motion import AnimationModel
+from training.presets import get_preset
 from training.reference import animate_reference
+from training.stylegan2 import Generator
 
 TEXT = "The person is smiling."
+TINY = get_preset("tiny")
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -36,23 +52,26 @@ def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 @pytest.fixture(scope="module")
-def rosinality_file(tmp_path_factory: pytest.TempPathFactory, tiny_models) -> Path:
-    """A rosinality-style file: g_ema plus the extras real training files carry (args, latent_avg)."""
+def rosinality_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px rosinality training file written from the published layout (style_dim 64, 2 mapping layers)."""
     path = tmp_path_factory.mktemp("ckpt") / "550000.pt"
-    g_ema = {k: v * 1.5 if v.is_floating_point() else v for k, v in tiny_models.generator.state_dict().items()}
-    torch.save({"g_ema": g_ema, "latent_avg": torch.randn(64), "args": argparse.Namespace(size=32)}, path)
+    torch.save({**rosinality_checkpoint(32, TINY.style_dim, TINY.n_mlp), "args": argparse.Namespace(size=32)}, path)
     return path
 
 
-def openai_named(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The reference implementation's layout: DDP prefix, OpenAI CLIP extras, no BatchNorm counters."""
-    out = collections.OrderedDict()
-    for key, value in model_state.items():
-        if not key.endswith("num_batches_tracked"):
-            out[f"module.{key}"] = value.clone()
-    out.update({"module.encoder.input_resolution": torch.tensor(64), "module.encoder.context_length": torch.tensor(77),
-                "module.encoder.vocab_size": torch.tensor(49408)})
-    return out
+def tiny_reference_layout() -> dict[str, tuple[int, ...]]:
+    """The non-CLIP entries of an ``Iter_*.pth`` at the tiny preset's sizes (mapper width = embedding width)."""
+    return reference_model_layout(TINY.embed_dim, TINY.motion_hidden, TINY.n_latent, TINY.style_dim, TINY.embed_dim)
+
+
+@pytest.fixture(scope="module")
+def reference_iter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """``Iter_000800.pth`` saved as the reference saves it, from the published key list at tiny sizes."""
+    clip = openai_clip_tensors(openai_clip_layout(**TINY_CLIP), seed=3)
+    checkpoint = reference_iter_checkpoint(clip, tiny_reference_layout(), step=800, seed=4)
+    path = tmp_path_factory.mktemp("reference") / "Iter_000800.pth"
+    torch.save(checkpoint, path)
+    return path, checkpoint["state_dict"]
 
 
 def test_own_checkpoint_round_trip(tmp_path: Path, tiny_models) -> None:
@@ -67,36 +86,101 @@ def test_own_checkpoint_round_trip(tmp_path: Path, tiny_models) -> None:
     assert not list(tmp_path.glob(".*tmp")), "temporary file left behind"
 
 
-def test_rosinality_round_trip(rosinality_file: Path, tiny_models) -> None:
+def test_rosinality_file_from_the_published_layout(rosinality_file: Path) -> None:
+    published = rosinality_checkpoint(32, TINY.style_dim, TINY.n_mlp)["g_ema"]  # the same seeded values
     gen = load_rosinality(rosinality_file)
-    assert (gen.size, gen.style_dim, gen.n_mlp, gen.channel_cap) == (32, 64, 2, 32)
+    assert (gen.size, gen.style_dim, gen.n_mlp, gen.channel_multiplier) == (32, 64, 2, 2)
     models = load_models(preset="tiny", stylegan=rosinality_file, random_init=True)
-    for key, value in models.generator.state_dict().items():
-        assert torch.equal(value, gen.state_dict[key])
+    own = models.generator.state_dict()
+    assert own.keys() == published.keys()
+    for key, value in published.items():
+        assert torch.equal(own[key], value), key
     assert models.sources[0]["role"] == "stylegan" and len(models.sources[0]["sha256"]) == 64
     assert describe_file(rosinality_file).startswith("rosinality StyleGAN2 generator, 32 px, 8 latents")
 
 
-def test_reference_iter_round_trip(tmp_path: Path, tiny_models) -> None:
-    path = tmp_path / "Iter_000800.pth"
-    state = {k: v * 2 if v.is_floating_point() else v for k, v in tiny_models.model.state_dict().items()}
-    torch.save(openai_named(state), path)
+def test_published_rosinality_layouts_load_shape_for_shape() -> None:
+    """The full-size published layouts (171 entries at 1024 px, 135 at 256 px) are what the loader accepts."""
+    for size, count in ((1024, 171), (256, 135)):
+        layout = rosinality_g_ema_layout(size)
+        assert len(layout) == count
+        with torch.device("meta"):
+            generator = Generator(size)
+        assert {k: tuple(v.shape) for k, v in generator.state_dict().items()} == layout
+
+
+def test_reference_iter_from_the_published_layout(reference_iter: tuple[Path, dict]) -> None:
+    path, published = reference_iter
     models = load_models(preset="tiny", checkpoint=path)
-    for key, value in models.model.state_dict().items():
-        if not key.endswith("num_batches_tracked"):
-            assert torch.equal(value, state[key]), key
+    own = models.model.state_dict()
+    for key, value in published.items():
+        ours = key.removeprefix("module.")
+        for mapper in ("v_mapper", "t_mapper"):
+            ours = ours.replace(f"mapper.{mapper}.", f"mapper.{mapper}.mapping.")
+        assert torch.equal(own[ours], value), key
+    assert models.preset.mapper_lr_mul == 1.0
     assert models.sources[0]["role"] == "checkpoint"
     assert "reference-implementation" in describe_file(path)
 
+    # The motion function is the reference's: recurrence, then the mapper with lr_mul 1, by hand in float64.
+    z0 = torch.nn.functional.normalize(torch.randn(2, TINY.embed_dim, generator=torch.Generator().manual_seed(5)), dim=-1)
+    with torch.no_grad():
+        got = models.model.motion_offsets(z0, 5).double().numpy()
+    want = reference_motion(published, z0.double().numpy(), 5)
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
-def test_reference_iter_resolution_from_generator(tmp_path: Path, tiny_models, rosinality_file: Path) -> None:
-    path = tmp_path / "Iter_000100.pth"
-    torch.save({"state_dict": openai_named(tiny_models.model.state_dict())}, path)
-    with pytest.raises(CheckpointError) as exc:  # style_dim 512 by default: 8*64 outputs are 1 latent
+
+def test_reference_iter_resolution_from_generator(reference_iter: tuple[Path, dict], rosinality_file: Path) -> None:
+    path, _ = reference_iter
+    with pytest.raises(CheckpointError) as exc:  # no preset: the 32 px generator has no preset of its own
         load_models(checkpoint=path, stylegan=rosinality_file)
-    assert "preset" in one_line(exc)
+    assert "does not fit" in one_line(exc)
     models = load_models(preset="tiny", checkpoint=path, stylegan=rosinality_file)
     assert not models.random_init and [s["role"] for s in models.sources] == ["checkpoint", "stylegan"]
+
+
+def test_reference_iter_of_another_layout_is_refused(tmp_path: Path, reference_iter: tuple[Path, dict]) -> None:
+    _, published = reference_iter
+    staged = {k.replace("_mapper.", "_mapper.mapping."): v for k, v in published.items()}
+    torch.save({"iter": 1, "arch": "RN50", "state_dict": staged, "optimizer": {}}, tmp_path / "Iter_000001.pth")
+    with pytest.raises(CheckpointError) as exc:
+        load_models(preset="tiny", checkpoint=tmp_path / "Iter_000001.pth")
+    assert "'mapping.' level" in one_line(exc) and "module.mapper.{v,t}_mapper.{1,2,3}" in one_line(exc)
+
+
+def test_old_checkpoint_keeps_its_mapper_multiplier(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint written when the preset's multiplier was 0.01 still computes with 0.01, and says so."""
+    old = load_models(preset="tiny", random_init=True, seed=6)
+    old_preset = dataclasses.replace(old.preset, mapper_lr_mul=0.01)
+    state = old.model.state_dict()
+    old.model = AnimationModel(old_preset)
+    old.model.load_state_dict(state)
+    old.preset = old_preset
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, old)
+    caplog.set_level("WARNING")
+    loaded = load_models(checkpoint=path)
+    assert loaded.preset.mapper_lr_mul == 0.01
+    assert any("lr_mul 0.01" in r.getMessage() for r in caplog.records)
+    x = torch.randn(3, TINY.embed_dim)
+    layer = loaded.model.mapper.t_mapper.mapping[1]
+    pixel = x / x.pow(2).mean(dim=1, keepdim=True).add(1e-8).sqrt()
+    want = torch.nn.functional.leaky_relu(pixel @ (layer.weight * 0.01 / TINY.embed_dim**0.5).T + layer.bias * 0.01, 0.2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.mapper.t_mapper.mapping[:2](x), want * 2**0.5)
+
+
+def test_stored_preset_without_multiplier_is_refused(tmp_path: Path, tiny_models) -> None:
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, tiny_models)
+    tensors = load_file(str(path))
+    meta = read_checkpoint_metadata(path)
+    preset = json.loads(meta["preset"])
+    del preset["mapper_lr_mul"]
+    save_file(tensors, str(path), metadata={**meta, "preset": json.dumps(preset)})
+    with pytest.raises(CheckpointError) as exc:
+        load_models(checkpoint=path)
+    assert "learning-rate multiplier" in one_line(exc) and "re-export" in one_line(exc)
 
 
 def test_clip_and_e4e_loaders(tmp_path: Path, tiny_models) -> None:

@@ -153,22 +153,55 @@ def load_rosinality(path: str | os.PathLike, expected_size: int | None = None) -
 
 
 # -- the reference implementation's Iter_*.pth --------------------------------------------------
+REFERENCE_ITER = (
+    "the reference implementation's training checkpoint (a dict {iter, arch, state_dict, optimizer} whose "
+    "state_dict has module.rnn.fc1-3.*, module.mapper.{v,t}_mapper.{1,2,3}.* and module.encoder.*)"
+)
+MAPPER_LAYERS = (1, 2, 3)
+"""Indices of the EqualLinear layers in the reference's mapper ``nn.Sequential`` (0 is the PixelNorm)."""
+
+
+def _reference_mapper_names(sd: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Reference mapper key -> ours: ``mapper.t_mapper.1.weight`` -> ``mapper.t_mapper.mapping.1.weight``."""
+    names = {}
+    for mapper in ("v_mapper", "t_mapper"):
+        for index in MAPPER_LAYERS:
+            for kind in ("weight", "bias"):
+                key = f"mapper.{mapper}.{index}.{kind}"
+                if key in sd:
+                    names[key] = f"mapper.{mapper}.mapping.{index}.{kind}"
+    return names
+
+
 def load_reference_iter(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an ``Iter_*.pth`` model state dict: strip ``module.``, map OpenAI CLIP names to open_clip."""
-    expected = "the reference implementation's training checkpoint (keys rnn.*, mapper.*, encoder.*)"
-    obj = torch_load(path, expected)
-    for key in ("state_dict", "model", "net"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
+    """Read an ``Iter_*.pth`` model state dict in our names.
+
+    The file is what the reference's training script saves: ``{iter, arch, state_dict, optimizer}``
+    (a bare state dict is accepted too); the state dict's keys carry DDP's ``module.`` prefix, the
+    text and image towers are OpenAI CLIP (mapped to open_clip), the mappers are stored as their
+    ``nn.Sequential`` (mapped to our ``mapping.`` level). The optimiser state is not read.
+    """
+    obj = torch_load(path, REFERENCE_ITER)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
     sd = _tensor_dict(obj)
     if sd is None:
-        raise CheckpointError(f"{path}: found {describe_object(obj)}; expected {expected}")
+        raise CheckpointError(f"{path}: found {describe_object(obj)}; expected {REFERENCE_ITER}")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    if "rnn.fc1.weight" not in sd or "mapper.t_mapper.mapping.1.weight" not in sd:
-        raise CheckpointError(f"{path}: found {describe_object(sd)}; expected {expected}")
+    required = ["rnn.fc1.weight", "encoder.token_embedding.weight"] + [
+        f"mapper.{m}.{i}.{kind}" for m in ("v_mapper", "t_mapper") for i in MAPPER_LAYERS for kind in ("weight", "bias")
+    ]
+    missing = [k for k in required if k not in sd]
+    if missing:
+        staged = " (its mappers have a 'mapping.' level: not the reference's layout)" if any(
+            ".mapping." in k for k in sd
+        ) else ""
+        raise CheckpointError(
+            f"{path}: found {describe_object(sd)} without {missing[:3]}{staged}; expected {REFERENCE_ITER}"
+        )
+    mapper_names = _reference_mapper_names(sd)
     encoder = openai_to_open_clip({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
-    rest = {k: v for k, v in sd.items() if not k.startswith("encoder.")}
+    rest = {mapper_names.get(k, k): v for k, v in sd.items() if not k.startswith("encoder.")}
     return {**{f"encoder.{k}": v for k, v in encoder.items()}, **rest}
 
 
@@ -265,7 +298,16 @@ def _own_checkpoint(path: Path) -> tuple[Preset, dict[str, torch.Tensor], dict[s
         raise CheckpointError(
             f"{path} is an lgfa checkpoint of schema {meta.get('schema_version')}; this version reads {CHECKPOINT_SCHEMA}"
         )
-    preset = Preset(**json.loads(meta["preset"]))
+    try:
+        preset = Preset.from_stored(json.loads(meta["preset"]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}; re-export or re-train it with this version") from None
+    if preset.mapper_lr_mul != 1.0:
+        log.warning(
+            "%s records mapper lr_mul %g (written before the reference's multiplier 1 was the default): "
+            "its mappers keep computing what they computed when it was written",
+            path, preset.mapper_lr_mul,
+        )  # fmt: skip
     tensors = load_safetensors(path, "an lgfa checkpoint")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     generator = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}

@@ -3,7 +3,9 @@
 Per frame t: ``w_t = w_content + H_v(E_v(img)) + H_t(m_t)`` with ``m_t = z_t - z_0`` from the
 recurrent generator started at ``z_0 = norm(E_t(text)) + norm(E_v(img))`` (text alone without an
 image). Module and parameter names follow the reference implementation's checkpoints
-(``encoder.*``, ``rnn.fc1/fc2/fc3``, ``mapper.v_mapper``, ``mapper.t_mapper``).
+(``encoder.*``, ``rnn.fc1/fc2/fc3``, ``mapper.v_mapper``, ``mapper.t_mapper``), except one level: the
+reference stores each mapper as its ``nn.Sequential`` (``mapper.t_mapper.1.weight``), ours keeps it
+under ``mapping`` (``mapper.t_mapper.mapping.1.weight``); ``training.checkpoints`` maps the names.
 """
 from __future__ import annotations
 
@@ -56,9 +58,12 @@ class MotionGenerator(nn.Module):
 
 
 class LatentMapper(nn.Module):
-    """PixelNorm then three equalised-lr linear layers, each with fused leaky ReLU: [..., Z] -> [..., L, S]."""
+    """PixelNorm then three equalised-lr linear layers, each with fused leaky ReLU: [..., Z] -> [..., L, S].
 
-    def __init__(self, in_dim: int, n_latent: int, style_dim: int, lr_mul: float = 0.01) -> None:
+    ``lr_mul`` 1 is the reference's (weight x 1/sqrt(in_dim), bias as stored); see ``Preset.mapper_lr_mul``.
+    """
+
+    def __init__(self, in_dim: int, n_latent: int, style_dim: int, lr_mul: float = 1.0) -> None:
         super().__init__()
         self.n_latent = n_latent
         self.style_dim = style_dim

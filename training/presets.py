@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One animation model: the StyleGAN2 it drives, its CLIP towers and its motion networks."""
+    """One animation model: the StyleGAN2 it drives, its CLIP towers and its motion networks.
+
+    ``mapper_lr_mul`` is the equalised-lr multiplier of the mappers' EqualLinear layers: 1, as in the
+    reference implementation (weight x 1/sqrt(in_dim), bias as stored). Checkpoints and bundles
+    written before 2026-11-30 record 0.01 in their stored preset and keep computing with it.
+    """
 
     name: str
     resolution: int
@@ -21,7 +28,7 @@ class Preset:
     embed_dim: int = 1024
     motion_hidden: int = 384
     motion_slope: float = 0.01
-    mapper_lr_mul: float = 0.01
+    mapper_lr_mul: float = 1.0
     train_frames: int = 4
     frames: int = 16
     prompt_template: str = "The person is {}."
@@ -33,6 +40,21 @@ class Preset:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> Preset:
+        """The preset a checkpoint or bundle recorded, field by field; unknown or missing fields raise ValueError.
+
+        ``mapper_lr_mul`` must be recorded: files written before the reference's multiplier 1 became
+        the default carry 0.01 and keep computing with it.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(stored) - names)
+        if unknown:
+            raise ValueError(f"the recorded preset has fields this version does not know: {unknown}")
+        if "mapper_lr_mul" not in stored:
+            raise ValueError("the recorded preset does not say its mapper learning-rate multiplier")
+        return cls(**stored)
 
 
 PRESETS: dict[str, Preset] = {
