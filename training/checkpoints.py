@@ -399,6 +399,12 @@ def load_models(
         sources.append({"role": "checkpoint", "path": str(path), "sha256": sha256_file(path)})
     else:
         chosen = _preset_for(preset, generator_size)
+    if rosinality is not None:
+        # The preset records the generator it drives: a file's mapping depth and channel table win.
+        chosen = dataclasses.replace(
+            chosen, n_mlp=rosinality.n_mlp, channel_multiplier=rosinality.channel_multiplier,
+            channel_cap=rosinality.channel_cap,
+        )  # fmt: skip
 
     model, generator = _random_modules(chosen, seed)
     if model_state is not None:
@@ -406,9 +412,6 @@ def load_models(
     if rosinality is not None:
         if rosinality.style_dim != chosen.style_dim:
             raise CheckpointError(f"{stylegan} has style_dim {rosinality.style_dim}; preset {chosen.name} needs {chosen.style_dim}")
-        generator = Generator(
-            rosinality.size, rosinality.style_dim, rosinality.n_mlp, rosinality.channel_multiplier, rosinality.channel_cap
-        )
         _load_into(generator, rosinality.state_dict, "generator", Path(stylegan))
         sources.append({"role": "stylegan", "path": str(stylegan), "sha256": sha256_file(stylegan)})
     elif own_generator:
