@@ -44,6 +44,7 @@ class TrainConfig:
     lr_motion: float = 1e-3
     lr_mapper: float = 1e-3
     adam_betas: tuple[float, float] = (0.0, 0.999)
+    adam_eps: float = 1e-8
     warmup_steps: int = 0
     lambda_lpips: float = 1.0
     lambda_contrastive: float = 0.5
@@ -133,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             ("--lr-motion", float, "learning rate of the motion generator"),
             ("--lr-mapper", float, "learning rate of the mappers"),
             ("--warmup-steps", int, "linear learning-rate warm-up; 0: constant"),
+            ("--adam-eps", float, "Adam's epsilon, added to the root of the second moment (PyTorch's default)"),
         ],
         "losses": [
             ("--lambda-lpips", float, "LPIPS on frames 0 and T-1 (image mode)"),
@@ -218,6 +220,8 @@ def check_config(config: TrainConfig) -> None:
             raise OptionError(f"--{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
     if config.tau <= 0:
         raise OptionError(f"--tau must be positive, got {config.tau}")
+    if config.adam_eps <= 0:
+        raise OptionError(f"--adam-eps must be positive, got {config.adam_eps}")
     if not all(0 <= b < 1 for b in config.adam_betas):
         raise OptionError(f"--adam-betas must lie in [0, 1), got {list(config.adam_betas)}")
     group = config.contrastive_group or config.batch

@@ -391,7 +391,7 @@ class Trainer:
         rates = {"encoder": config.lr_encoder, "motion": config.lr_motion, "mapper": config.lr_mapper}
         for group in groups:
             group["lr"] = rates[group["name"]]
-        self.optimizer = torch.optim.Adam(groups, betas=tuple(config.adam_betas))
+        self.optimizer = torch.optim.Adam(groups, betas=tuple(config.adam_betas), eps=config.adam_eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(warmup_factor, warmup_steps=config.warmup_steps)
         )
