@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from safetensors.torch import save_file
 
 from export.bundle_writer import export_bundle
-from export.onnx_export import save_onnx
+from export.onnx_export import build_module, bundle_specs, export_onnx, sample_inputs, save_onnx
 from export.verify import verify_bundle
 from lgfa_deploy.bundle import (
     MANIFEST,
@@ -28,6 +28,7 @@ from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS, graph_specs
 from tests.helpers import TINY_MAX_BATCH, copy_bundle
+from training.checkpoints import load_models
 from training.clip_model import CLIP_MEAN, CLIP_STD
 from training.presets import get_preset
 
@@ -151,6 +152,28 @@ def test_tampered_files_fail_verification(tiny_bundle: Path, tmp_path: Path, cap
     trt_row = next(" ".join(r) for r in rows if r[:2] == ["mapping", "fp32"] and "tensorrt" in " ".join(r))
     assert "FAIL" in trt_row and "BitShift" in trt_row
     assert ("mapping", "fp16", "sha256") not in failed
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_graph_from_other_weights_fails_values(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """motion.onnx re-exported with one mapper weight changed, its hash recorded: only the values can tell."""
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    models = load_models(checkpoint=bundle / "weights.safetensors")
+    with torch.no_grad():
+        models.model.mapper.t_mapper.mapping[3].weight[0, 0] += 50.0
+    frames = json.loads((bundle / MANIFEST).read_text())["model"]["frames"]
+    spec = bundle_specs(models, frames, TINY_MAX_BATCH)["motion"]
+    module = build_module("motion", models, frames)
+    save_onnx(export_onnx(module, spec, sample_inputs("motion", models, 2), tmp_path / "scratch.onnx"), bundle / "motion.onnx")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["graphs"]["motion"]["files"]["fp32"] = file_entry(bundle, "motion.onnx")
+    write_json_atomic(bundle / MANIFEST, manifest)
+
+    Bundle.open(bundle)  # the hashes agree: the bundle opens
+    assert main(["verify", str(bundle)]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if " FAIL " in f" {line} "]
+    assert failed and all(line.split()[:2] == ["motion", "fp32"] for line in failed), failed
+    assert any("values" in line and "cosine" in line for line in failed), failed
 
 
 def test_export_cli_force_replaces_bundle_after_success(
