@@ -179,21 +179,39 @@ def test_chaining_continues_where_the_last_segment_ended(ort: Animator) -> None:
     assert np.array_equal(streamed[:T], ort.animate(TEXTS[0], seed=4))
 
 
+def _parked_in(thread_name: str, function: str, timeout: float = 120.0) -> bool:
+    """Wait until the thread called ``thread_name`` is inside ``function`` (checked every 10 ms, up to ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread = next((t for t in threading.enumerate() if t.name == thread_name), None)
+        frame = sys._current_frames().get(thread.ident) if thread is not None else None
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+        time.sleep(0.01)
+    return False
+
+
 def test_stream_is_bounded_and_stops_with_its_consumer(ort: Animator) -> None:
-    pulled = itertools.count()
+    pulled: list[str] = []
+    second = threading.Event()
 
     def endless():
         for text in itertools.cycle(TEXTS):
-            next(pulled)
+            pulled.append(text)
+            if len(pulled) == 2:
+                second.set()
             yield text
 
     frames = ort.stream_frames(endless(), seed=0)
     first = next(frames)
     assert first.index == 0 and first.segment == 0 and first.image.shape == (RES, RES, 3)
-    time.sleep(0.5)  # the producer fills its bounded queue, then waits
     # The queue holds queue_batches (4) micro-batches (4 frames): the rest of sentence 1, then the
-    # producer takes up sentence 2 and waits. It does not run ahead through the endless texts.
-    assert next(pulled) == 2
+    # producer takes up sentence 2 and waits to put it. It does not run ahead through the endless texts.
+    assert second.wait(timeout=120), "the producer never took up sentence 2"
+    assert _parked_in("lgfa-producer", "_put"), "the producer never waited on its full queue"
+    assert len(pulled) == 2
     frames.close()
     assert not any(t.name == "lgfa-producer" and t.is_alive() for t in threading.enumerate())
 
