@@ -273,30 +273,40 @@ def reference_iter_checkpoint(clip: dict[str, torch.Tensor], model_layout: Layou
 
 
 # -- the reference's motion function, by hand in float64 ---------------------------------------
+Linear = tuple[np.ndarray, np.ndarray]
+
+
 def lrelu(x: np.ndarray, slope: float) -> np.ndarray:
     return np.where(x >= 0, x, slope * x)
 
 
-def reference_mapper(state: dict[str, torch.Tensor], mapper: str, x: np.ndarray) -> np.ndarray:
-    """PixelNorm, then three EqualLinear with lr_mul 1 (weight / sqrt(in), bias as stored), each fused lrelu x sqrt 2."""
+def mapper_by_hand(layers: Sequence[Linear], x: np.ndarray, lr_mul: float = 1.0) -> np.ndarray:
+    """PixelNorm, then EqualLinear layers (weight x lr_mul / sqrt(in), bias x lr_mul), each fused lrelu x sqrt 2."""
     h = x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-8)
-    for index in (1, 2, 3):
-        weight = state[f"module.mapper.{mapper}.{index}.weight"].double().numpy()
-        bias = state[f"module.mapper.{mapper}.{index}.bias"].double().numpy()
-        h = lrelu(h @ (weight / np.sqrt(weight.shape[1])).T + bias, 0.2) * np.sqrt(2)
+    for weight, bias in layers:
+        h = lrelu(h @ (weight * lr_mul / np.sqrt(weight.shape[1])).T + bias * lr_mul, 0.2) * np.sqrt(2)
     return h
 
 
-def reference_motion(state: dict[str, torch.Tensor], z0: np.ndarray, frames: int) -> np.ndarray:
-    """Motion offsets H_t(z_t - z_0) [B, T, L*S] of PAPER-NOTES' recurrence, inference decay, h_0 = 0."""
-    w = {n: state[f"module.rnn.{n}.weight"].double().numpy() for n in ("fc1", "fc2", "fc3")}
-    b = {n: state[f"module.rnn.{n}.bias"].double().numpy() for n in ("fc1", "fc2", "fc3")}
-    z, h = z0, np.zeros((z0.shape[0], w["fc1"].shape[0]))
+def recurrence_by_hand(fc: dict[str, Linear], z0: np.ndarray, frames: int, training: bool = False) -> np.ndarray:
+    """PAPER-NOTES' recurrence z_0..z_{T-1} [B, T, Z], h_0 = 0; step 0.8/T (training) or 0.8/T (T-t)/T."""
+    (w1, b1), (w2, b2), (w3, b3) = fc["fc1"], fc["fc2"], fc["fc3"]
+    z, h = z0, np.zeros((z0.shape[0], w1.shape[0]))
     out = [z0]
     for t in range(1, frames):
-        a = np.concatenate([lrelu(z @ w["fc1"].T + b["fc1"], 0.01), h], axis=1)
-        r = 0.8 / frames * (frames - t) / frames
-        z, h = z + r * lrelu(a @ w["fc2"].T + b["fc2"], 0.01), h + r * lrelu(a @ w["fc3"].T + b["fc3"], 0.01)
+        a = np.concatenate([lrelu(z @ w1.T + b1, 0.01), h], axis=1)
+        r = 0.8 / frames if training else 0.8 / frames * (frames - t) / frames
+        z, h = z + r * lrelu(a @ w2.T + b2, 0.01), h + r * lrelu(a @ w3.T + b3, 0.01)
         out.append(z)
-    motion = np.stack(out, axis=1) - z0[:, None]
-    return reference_mapper(state, "t_mapper", motion)
+    return np.stack(out, axis=1)
+
+
+def _linear(state: dict[str, torch.Tensor], prefix: str) -> Linear:
+    return state[f"{prefix}.weight"].double().numpy(), state[f"{prefix}.bias"].double().numpy()
+
+
+def reference_motion(state: dict[str, torch.Tensor], z0: np.ndarray, frames: int) -> np.ndarray:
+    """Motion offsets H_t(z_t - z_0) [B, T, L*S] of an ``Iter_*.pth`` state dict: inference decay, h_0 = 0."""
+    fc = {name: _linear(state, f"module.rnn.{name}") for name in ("fc1", "fc2", "fc3")}
+    motion = recurrence_by_hand(fc, z0, frames) - z0[:, None]
+    return mapper_by_hand([_linear(state, f"module.mapper.t_mapper.{i}") for i in (1, 2, 3)], motion)

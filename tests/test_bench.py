@@ -15,6 +15,7 @@ import pytest
 
 from lgfa_deploy.bench import LATENCY_STAGES, PHOTO_STAGES, STAGES, format_table
 from lgfa_deploy.cli import main
+from training.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"backend", "precision", "batch", "stage", "p50_ms", "p90_ms", "p99_ms", "fps", "ratio"}
@@ -72,12 +73,19 @@ def test_every_stage_is_measured_for_every_configuration(bench_run) -> None:
         assert r["samples"] >= 1
 
 
+def styled_convs(resolution: int) -> int:
+    """StyleGAN2's activated convolutions: one at 4 px, then two per doubling (rosinality's Generator)."""
+    return 1 + 2 * (int(math.log2(resolution)) - 2)
+
+
 def test_onnxruntime_rows_name_their_cpu_rewrites(bench_run) -> None:
     doc, _, _ = bench_run
     for r in doc["results"]:
         if r["backend"] == "onnxruntime":
-            # The tiny generator is too narrow for Winograd; its 7 activations fold.
-            assert r["cpu_rewrites"] == {"winograd": 0, "fold_gain": 7}, r["stage"]
+            # Winograd takes 3x3 convolutions from 256 input channels: the tiny generator's are at most 32
+            # wide (its preset's channel cap). Every activated convolution's gain folds.
+            assert get_preset("tiny").channel_cap < 256
+            assert r["cpu_rewrites"] == {"winograd": 0, "fold_gain": styled_convs(32)}, r["stage"]
         else:
             assert "cpu_rewrites" not in r
 
@@ -195,7 +203,8 @@ def test_ort_graph_rewrites_keep_the_image(tiny_bundle, tmp_path) -> None:
     steps = _load_script("ort_cpu_steps")
     path = tiny_bundle / "synthesis.onnx"
     model = onnx.load(str(path))
-    assert steps.phase_convtranspose(model) == 3 and steps.fold_gain(model) == 7
+    doublings = int(math.log2(32)) - 2  # the tiny generator's up-sampling convolutions: 8, 16 and 32 px
+    assert steps.phase_convtranspose(model) == doublings and steps.fold_gain(model) == styled_convs(32)
     onnx.checker.check_model(model)
     rewritten = tmp_path / "rewritten.onnx"
     onnx.save(model, str(rewritten))
@@ -204,7 +213,7 @@ def test_ort_graph_rewrites_keep_the_image(tiny_bundle, tmp_path) -> None:
     after = ort.InferenceSession(str(rewritten), providers=["CPUExecutionProvider"]).run(None, {"latents": latents})[0]
     groups = [onnx.helper.get_attribute_value(a) for n in model.graph.node if n.op_type == "ConvTranspose"
               for a in n.attribute if a.name == "group"]
-    assert groups == [3, 3, 3], "only the depthwise RGB up-sampling keeps a ConvTranspose"
+    assert groups == [3] * doublings, "only the depthwise RGB up-sampling keeps a ConvTranspose"
     np.testing.assert_allclose(after, before, atol=1e-4)
 
 

@@ -5,26 +5,21 @@ import numpy as np
 import pytest
 import torch
 
+from tests.published_layouts import Linear, lrelu, mapper_by_hand, recurrence_by_hand
 from training.motion import AnimationModel, LatentMapper, MotionGenerator
-from training.presets import get_preset
+from training.presets import PRESETS, get_preset
 
 
-def lrelu(x: np.ndarray, slope: float) -> np.ndarray:
-    return np.where(x >= 0, x, slope * x)
+def linear(layer: torch.nn.Module) -> Linear:
+    return layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
 
 
-def unrolled(gen: MotionGenerator, z0: np.ndarray, frames: int, training: bool) -> np.ndarray:
-    """PAPER-NOTES' recurrence written out step by step."""
-    w = {n: getattr(gen, n).weight.detach().double().numpy() for n in ("fc1", "fc2", "fc3")}
-    b = {n: getattr(gen, n).bias.detach().double().numpy() for n in ("fc1", "fc2", "fc3")}
-    z, h = z0, np.zeros((z0.shape[0], gen.hidden))
-    out = [z0]
-    for t in range(1, frames):
-        a = np.concatenate([lrelu(z @ w["fc1"].T + b["fc1"], 0.01), h], axis=1)
-        r = 0.8 / frames if training else 0.8 / frames * (frames - t) / frames
-        z, h = z + r * lrelu(a @ w["fc2"].T + b["fc2"], 0.01), h + r * lrelu(a @ w["fc3"].T + b["fc3"], 0.01)
-        out.append(z)
-    return np.stack(out, axis=1)
+def recurrence_of(gen: MotionGenerator) -> dict[str, Linear]:
+    return {name: linear(getattr(gen, name)) for name in ("fc1", "fc2", "fc3")}
+
+
+def layers_of(mapper: LatentMapper) -> list[Linear]:
+    return [linear(layer) for layer in list(mapper.mapping)[1:]]
 
 
 @pytest.mark.parametrize("frames", [4, 16])
@@ -34,7 +29,7 @@ def test_motion_generator_matches_hand_unrolled(frames: int, decay: str) -> None
     gen = MotionGenerator(z_dim=24, hidden=8).double()
     z0 = torch.randn(3, 24, dtype=torch.float64)
     got = gen(z0, frames, decay).detach().numpy()
-    want = unrolled(gen, z0.numpy(), frames, training=decay == "constant")
+    want = recurrence_by_hand(recurrence_of(gen), z0.numpy(), frames, training=decay == "constant")
     assert got.shape == (3, frames, 24)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert np.array_equal(got[:, 0], z0.numpy())
@@ -48,18 +43,36 @@ def test_paper_sizes_and_slope() -> None:
     assert gen.slope == 0.01
 
 
-def test_mapper_is_pixelnorm_then_three_activated_layers() -> None:
+def test_one_mapper_layer_of_a_preset_by_hand() -> None:
+    """PixelNorm -> EqualLinear -> fused lrelu x sqrt 2 with known weights: the reference's lr_mul 1."""
+    preset = get_preset("tiny")
+    model = AnimationModel(preset).double().eval()
+    n = preset.embed_dim
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    weight = ((7 * i + 3 * j) % 11 - 5) / 5.0  # entries -1..1
+    bias = (np.arange(n) % 5 - 2) / 4.0
+    x = np.sin(np.arange(2 * n).reshape(2, n))
+    layer = model.mapper.t_mapper.mapping[1]
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+        layer.bias.copy_(torch.from_numpy(bias))
+        got = model.mapper.t_mapper.mapping[:2](torch.from_numpy(x)).numpy()
+    normalised = x / np.sqrt((x**2).mean(axis=1, keepdims=True) + 1e-8)
+    want = lrelu(normalised @ weight.T / np.sqrt(n) + bias, 0.2) * np.sqrt(2)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert {p.mapper_lr_mul for p in PRESETS.values()} == {1.0}
+
+
+@pytest.mark.parametrize("lr_mul", [1.0, 0.01])
+def test_mapper_is_pixelnorm_then_three_activated_layers(lr_mul: float) -> None:
+    """lr_mul 1 is the reference's; 0.01 is what files written before 2026-11-30 record."""
     torch.manual_seed(1)
-    mapper = LatentMapper(in_dim=16, n_latent=3, style_dim=5, lr_mul=0.01).double()
+    mapper = LatentMapper(in_dim=16, n_latent=3, style_dim=5, lr_mul=lr_mul).double()
     x = torch.randn(2, 4, 16, dtype=torch.float64)
-    h = x.numpy().reshape(-1, 16)
-    h = h / np.sqrt((h**2).mean(axis=1, keepdims=True) + 1e-8)
-    for layer in list(mapper.mapping)[1:]:
-        weight = layer.weight.detach().numpy() * 0.01 / np.sqrt(layer.weight.shape[1])
-        h = lrelu(h @ weight.T + layer.bias.detach().numpy() * 0.01, 0.2) * np.sqrt(2)
     got = mapper(x).detach().numpy()
+    want = mapper_by_hand(layers_of(mapper), x.numpy().reshape(-1, 16), lr_mul)
     assert got.shape == (2, 4, 3, 5)
-    np.testing.assert_allclose(got, h.reshape(2, 4, 3, 5), rtol=1e-10)
+    np.testing.assert_allclose(got, want.reshape(2, 4, 3, 5), rtol=1e-10)
 
 
 def test_first_offset_is_a_text_independent_constant() -> None:
@@ -73,18 +86,26 @@ def test_first_offset_is_a_text_independent_constant() -> None:
 
 
 def test_latents_compose_content_visual_and_motion_terms() -> None:
+    """w_t = content + H_v(E_v) + H_t(z_t - z_0), z from text + image (text alone without one), by hand."""
     torch.manual_seed(3)
     preset = get_preset("tiny")
-    model = AnimationModel(preset).eval()
-    content = torch.randn(2, preset.n_latent, preset.style_dim)
-    text = torch.nn.functional.normalize(torch.randn(2, 64), dim=-1)
-    image = torch.nn.functional.normalize(torch.randn(2, 64), dim=-1)
+    model = AnimationModel(preset).double().eval()
+    L, S = preset.n_latent, preset.style_dim
+    content = torch.randn(2, L, S, dtype=torch.float64)
+    text = torch.nn.functional.normalize(torch.randn(2, 64, dtype=torch.float64), dim=-1)
+    image = torch.nn.functional.normalize(torch.randn(2, 64, dtype=torch.float64), dim=-1)
     with torch.no_grad():
-        no_image = model.latents(content, text, 5)
-        with_image = model.latents(content, text, 5, image_embedding=image)
-        z = model.rnn(text + image, 5)
-        want = content[:, None] + model.mapper.v_mapper(image)[:, None] + model.mapper.t_mapper(z - z[:, :1])
-        want_no_image = content[:, None] + model.motion_offsets(text, 5)
-    torch.testing.assert_close(with_image, want)
-    torch.testing.assert_close(no_image, want_no_image)
-    assert no_image.shape == (2, 5, preset.n_latent, preset.style_dim)
+        no_image = model.latents(content, text, 5).numpy()
+        with_image = model.latents(content, text, 5, image_embedding=image).numpy()
+
+    fc, t_mapper, v_mapper = recurrence_of(model.rnn), layers_of(model.mapper.t_mapper), layers_of(model.mapper.v_mapper)
+
+    def offsets(z0: np.ndarray) -> np.ndarray:
+        motion = recurrence_by_hand(fc, z0, 5) - z0[:, None]
+        return mapper_by_hand(t_mapper, motion).reshape(2, 5, L, S)
+
+    c, t, i = content.numpy(), text.numpy(), image.numpy()
+    visual = mapper_by_hand(v_mapper, i).reshape(2, 1, L, S)
+    np.testing.assert_allclose(with_image, c[:, None] + visual + offsets(t + i), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(no_image, c[:, None] + offsets(t), rtol=1e-9, atol=1e-12)
+    assert no_image.shape == (2, 5, L, S)

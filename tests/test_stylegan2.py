@@ -1,12 +1,14 @@
 """Tests for the rosinality-compatible, export-friendly StyleGAN2 generator."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.published_layouts import rosinality_g_ema_layout
 from training.presets import get_preset
 from training.stylegan2 import (
     Generator,
@@ -50,7 +52,7 @@ def generator_1024() -> Generator:
 def test_layout_1024_matches_rosinality(generator_1024: Generator) -> None:
     shapes = _shapes(generator_1024)
     assert len(shapes) == 171
-    assert shapes == rosinality_layout(1024)
+    assert shapes == rosinality_layout(1024) == rosinality_g_ema_layout(1024)
     assert list(shapes) == list(rosinality_layout(1024))
     assert generator_1024.n_latent == 18
 
@@ -93,7 +95,7 @@ def test_layout_counts(size: int, count: int, n_latent: int) -> None:
     gen = Generator(size)
     shapes = _shapes(gen)
     assert len(shapes) == count
-    assert shapes == rosinality_layout(size)
+    assert shapes == rosinality_layout(size) == rosinality_g_ema_layout(size)
     assert gen.n_latent == n_latent
 
 
@@ -105,10 +107,15 @@ def test_tiny_layout_and_preset() -> None:
 
 
 def test_parameter_count_1024(generator_1024: Generator) -> None:
+    """Counts from the published layout written out independently (buffers: blur kernels, noises)."""
+    published = rosinality_g_ema_layout(1024)
+    buffers = {k for k in published if k.endswith("kernel") or k.startswith("noises.")}
+    want = {k: math.prod(shape) for k, shape in published.items() if k not in buffers}
     mapping = sum(p.numel() for n, p in generator_1024.named_parameters() if n.startswith("style."))
     synthesis = sum(p.numel() for n, p in generator_1024.named_parameters() if not n.startswith("style."))
-    assert mapping == 8 * (512 * 512 + 512)
-    assert synthesis == 28_268_812
+    assert mapping == 8 * (512 * 512 + 512) == sum(v for k, v in want.items() if k.startswith("style."))
+    assert synthesis == sum(v for k, v in want.items() if not k.startswith("style."))
+    assert round(synthesis / 1e6, 1) == 28.3  # README's figure
 
 
 def test_blur_buffers_match_rosinality(generator_1024: Generator) -> None:
