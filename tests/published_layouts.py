@@ -226,12 +226,18 @@ TINY_CLIP = dict(embed_dim=64, image_layers=(1, 1, 1, 1), image_width=16, image_
 
 
 def openai_clip_tensors(layout: Layout, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded values for an OpenAI CLIP layout, scaled so that the towers give finite, varied outputs."""
+    """Seeded values for an OpenAI CLIP layout, scaled (weights ~ sqrt(gain/fan-in), unit norm gains) so that
+    activations keep their size through both towers and the outputs depend on the inputs."""
     tensors = random_tensors(layout, seed, scale=0.05)
+    for key, value in tensors.items():
+        if value.dim() >= 2:  # He initialisation for convolutions (ReLU follows), LeCun for the rest
+            gain = 2.0 if value.dim() == 4 else 1.0
+            tensors[key] = value / 0.05 * math.sqrt(gain / math.prod(value.shape[1:]))
+        elif key.endswith("running_mean"):
+            tensors[key] = torch.zeros_like(value)
+        elif key.endswith(("ln_1.weight", "ln_2.weight", "ln_final.weight")) or (".bn" in key and key.endswith("weight")):
+            tensors[key] = torch.ones_like(value)
     tensors["logit_scale"] = torch.tensor(math.log(1 / 0.07))
-    for key in tensors:
-        if key.endswith(("ln_1.weight", "ln_2.weight", "ln_final.weight")) or (".bn" in key and key.endswith("weight")):
-            tensors[key] = torch.ones_like(tensors[key])
     return tensors
 
 

@@ -1,6 +1,7 @@
 """CLIP registry, text/image encoder wrappers, their ONNX export and OpenAI state-dict loading."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.clip_by_hand import image_tower, text_tower
+from tests.published_layouts import TINY_CLIP, openai_clip_layout, openai_clip_tensors
 from training.clip_model import (
     CLIP_CONFIGS,
     CLIP_MEAN,
@@ -98,30 +101,60 @@ def test_creation_is_deterministic() -> None:
     assert not torch.equal(a.token_embedding.weight, c.token_embedding.weight)
 
 
-def test_constants_and_tokenize() -> None:
-    assert CLIP_MEAN == open_clip.OPENAI_DATASET_MEAN and CLIP_STD == open_clip.OPENAI_DATASET_STD
-    tokens = tokenize(PROMPTS)
-    assert tokens.dtype == torch.long and tokens.shape == (3, 77)
-    torch.testing.assert_close(tokens, open_clip.tokenize(PROMPTS))
+def test_constants_are_the_papers() -> None:
+    assert CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073)  # PAPER-NOTES, "CLIP image tower"
+    assert CLIP_STD == (0.26862954, 0.26130258, 0.27577711)
+
+
+def _word_id(word: str) -> int:
+    """A word's id read off the BPE file: 256 byte tokens, 256 end-of-word byte tokens, then one per merge."""
+    lines = gzip.open(vocabulary_path()).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    if len(word) == 1 and 33 <= ord(word) <= 126:  # printable ASCII leads the byte order
+        return 256 + ord(word) - 33
+    merged = [i for i, line in enumerate(lines) if line.replace(" ", "") == f"{word}</w>"]
+    assert len(merged) == 1, word
+    return 512 + merged[0]
+
+
+def test_tokenize_gives_the_vocabulary_ids() -> None:
+    """sot, one id per word as the merges file numbers it, eot, zero padding; long texts keep eot last."""
+    tokens = tokenize(PROMPTS[:1] + ["smiling " * 100])
+    assert tokens.dtype == torch.long and tokens.shape == (2, 77)
+    words = ["the", "person", "is", "smiling", "."]
+    want = [49406, *[_word_id(w) for w in words], 49407] + [0] * (77 - len(words) - 2)
+    assert tokens[0].tolist() == want
+    assert _word_id(".") == 269
+    assert tokens[1, 0] == 49406 and tokens[1, -1] == 49407 and set(tokens[1, 1:-1].tolist()) == {_word_id("smiling")}
     assert vocabulary_path().name == "bpe_simple_vocab_16e6.txt.gz" and vocabulary_path().is_file()
 
 
-@pytest.mark.parametrize("name", ["tiny-rn", "tiny-vit"])
-def test_encoders_normalised_and_equal_to_clip(name: str) -> None:
-    clip = _tiny(name)
+@pytest.fixture(scope="module")
+def tiny_openai() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """tiny-rn holding weights written in OpenAI's layout (not its own initialisation), and those weights."""
+    published = openai_clip_tensors(openai_clip_layout(**TINY_CLIP), seed=11)
+    clip = create_clip("tiny-rn").eval()
+    clip.load_state_dict(openai_to_open_clip(published), strict=True)
+    return clip, {k: v.double() if v.is_floating_point() else v for k, v in published.items()}
+
+
+def test_text_encoder_is_clips_text_tower_by_hand(tiny_openai) -> None:
+    clip, state = tiny_openai
     tokens = tokenize(PROMPTS)
-    size = clip_image_size(clip)
-    images = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        text = TextEncoder(clip)(tokens)
-        image = ImageEncoder(clip)(images)
-        text_ref = F.normalize(clip.encode_text(tokens), dim=-1)
-        image_ref = F.normalize(clip.encode_image(images), dim=-1)
-    assert text.shape == (3, 64) and image.shape == (2, 64)
-    torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
-    torch.testing.assert_close(image.norm(dim=-1), torch.ones(2))
-    torch.testing.assert_close(text, text_ref)
-    torch.testing.assert_close(image, image_ref)
+        got = TextEncoder(clip)(tokens)
+    want = F.normalize(text_tower(state, tokens, layers=2, heads=2), dim=-1)
+    assert got.shape == (3, 64)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_image_encoder_is_clips_image_tower_by_hand(tiny_openai) -> None:
+    clip, state = tiny_openai
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        got = ImageEncoder(clip)(images)
+    want = F.normalize(image_tower(state, images.double(), layers=(1, 1, 1, 1), heads=8), dim=-1)
+    assert got.shape == (2, 64)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 
 
 def test_encoders_share_parameters() -> None:
@@ -132,13 +165,14 @@ def test_encoders_share_parameters() -> None:
 
 
 def test_rn50_text_forward(rn50: torch.nn.Module) -> None:
+    """The paper's text tower (12 layers, 8 heads, QuickGELU) against the hand-written one, float64."""
     tokens = tokenize(PROMPTS[:1])
     with torch.no_grad():
         out = TextEncoder(rn50)(tokens)
-        ref = F.normalize(rn50.encode_text(tokens), dim=-1)
+        state = {k: v.double() if v.is_floating_point() else v for k, v in rn50.state_dict().items()}
+        want = F.normalize(text_tower(state, tokens, layers=12, heads=8), dim=-1)
     assert out.shape == (1, 1024)
-    torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(out.norm(dim=-1), torch.ones(1))
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["tiny-rn", "tiny-vit"])
