@@ -95,6 +95,7 @@ def published_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 def test_published_files_export_and_verify(published_files: dict[str, Path], tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
