@@ -292,9 +292,10 @@ def test_ctrl_c_ends_stream_with_a_playable_file(bundle_dir: Path, tmp_path: Pat
 
 
 # -- TensorRT: what can be checked without it -------------------------------------------------------------
-def _engine(graph: str, cc: str = "9.0", version: str = "10.3.0.26", precision: str = "fp16") -> dict:
+def _engine(graph: str, cc: str = "9.0", version: str = "10.3.0.26", precision: str = "fp16",
+            name: str = "NVIDIA H100 80GB HBM3") -> dict:
     return {"graph": graph, "file": f"{graph}.{precision}.sm{cc.replace('.', '')}.plan", "sha256": "0" * 64,
-            "tensorrt_version": version, "compute_capability": cc, "precision": precision,
+            "tensorrt_version": version, "device_name": name, "compute_capability": cc, "precision": precision,
             "profile": {"min": 1, "opt": 4, "max": 16}}
 
 
@@ -304,24 +305,40 @@ def test_tensorrt_engine_selection(bundle_dir: Path) -> None:
 
     manifest = dict(Bundle.open(bundle_dir).manifest)
     manifest["engines"] = {
-        "synthesis.fp16.sm80": _engine("synthesis", cc="8.0"),
+        "synthesis.fp16.sm80": _engine("synthesis", cc="8.0", name="NVIDIA A100-SXM4-80GB"),
         "synthesis.fp16.sm90": _engine("synthesis", cc="9.0"),
         "motion.fp32.sm90": _engine("motion", precision="fp32"),
     }
     bundle = Bundle(bundle_dir, manifest)
-    assert select_engine(bundle, "synthesis", "fp16", "10.3.0.26", "9.0")["file"] == "synthesis.fp16.sm90.plan"
-    assert select_engine(bundle, "synthesis", "fp16", "10.3.0", "8.0")["compute_capability"] == "8.0"
+    h100 = "NVIDIA H100 80GB HBM3"
+    assert select_engine(bundle, "synthesis", "fp16", "10.3.0.26", "9.0", h100)["file"] == "synthesis.fp16.sm90.plan"
+    assert select_engine(bundle, "synthesis", "fp16", "10.3.0", "8.0", "NVIDIA A100-SXM4-80GB")["compute_capability"] == "8.0"
     cases = [
-        (("synthesis", "fp16", "10.3.0", "8.9"), "built for compute capability 8.0 with TensorRT 10.3.0.26, "
-                                                  "but this machine has compute capability 8.9"),
-        (("synthesis", "fp16", "10.4.0", "9.0"), "with TensorRT 10.4.0"),
-        (("synthesis", "fp32", "10.3.0", "9.0"), "synthesis engines in fp16, none in fp32"),
-        (("mapping", "fp16", "10.3.0", "9.0"), "no TensorRT engine for graph mapping"),
+        (("synthesis", "fp16", "10.3.0", "8.9", "NVIDIA L4"),
+         r"built for NVIDIA A100-SXM4-80GB \(compute capability 8.0\) with TensorRT 10.3.0.26, "
+         r"but this machine has NVIDIA L4 \(compute capability 8.9\)"),
+        (("synthesis", "fp16", "10.4.0", "9.0", h100), "with TensorRT 10.4.0"),
+        (("synthesis", "fp16", "10.3.0", "9.0", "NVIDIA H200"), "this machine has NVIDIA H200"),  # same sm, other GPU
+        (("synthesis", "fp32", "10.3.0", "9.0", h100), "synthesis engines in fp16, none in fp32"),
+        (("mapping", "fp16", "10.3.0", "9.0", h100), "no TensorRT engine for graph mapping"),
     ]
     for args, message in cases:
         with pytest.raises(LgfaError, match=message) as error:
             select_engine(bundle, *args)
         assert "lgfa build-engines" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_tensorrt_engine_io_is_checked_against_the_manifest(bundle_dir: Path) -> None:
+    from lgfa_deploy.backends.tensorrt_backend import check_engine_io
+    from lgfa_deploy.errors import LgfaError
+
+    synthesis = Bundle.open(bundle_dir).graph("synthesis")
+    check_engine_io("s.plan", synthesis, ["latents"], ["image"])
+    check_engine_io("s.plan", synthesis, ["latents"], ["image", "frames"])
+    for inputs, outputs in ((["latents"], []), (["w"], ["image"]), (["latents"], ["image", "extra"])):
+        with pytest.raises(LgfaError, match="rebuild it with 'lgfa build-engines'") as error:
+            check_engine_io("s.plan", synthesis, inputs, outputs)
+        assert "\n" not in str(error.value)
 
 
 def test_tensorrt_not_installed_says_how_to_install(bundle_dir: Path) -> None:
