@@ -125,6 +125,24 @@ def test_backend_run_checks_batch_and_inputs(bundle_dir: Path) -> None:
             backend.run("motion", {"text_embedding": np.zeros((1, S), np.float32)})
 
 
+def test_device_binding_copies_each_call_into_the_same_buffers(bundle_dir: Path) -> None:
+    """The onnxruntime backend's I/O binding (device buffers made once), run here on CPU buffers."""
+    import onnxruntime
+
+    from lgfa_deploy.backends.onnxruntime_backend import DeviceBinding
+
+    bundle = Bundle.open(bundle_dir)
+    session = onnxruntime.InferenceSession(str(bundle.graph_path("synthesis")), providers=["CPUExecutionProvider"])
+    binding = DeviceBinding(session, bundle.graph("synthesis"), 2, "cpu", 0)
+    buffers = [value.data_ptr() for value in (*binding.inputs.values(), *binding.outputs)]
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        latents = rng.standard_normal((2, bundle.n_latent, bundle.style_dim)).astype(np.float32)
+        (image,) = binding.run({"latents": latents})
+        np.testing.assert_allclose(image, session.run(["image"], {"latents": latents})[0], atol=1e-5)
+    assert [value.data_ptr() for value in (*binding.inputs.values(), *binding.outputs)] == buffers
+
+
 def test_latent_content_matches_seed_content(ort: Animator, tmp_path: Path) -> None:
     content = ort.content(seed=2)
     assert content.shape == (1, L, S)
@@ -148,11 +166,23 @@ def test_text_embedding_is_cached(ort: Animator, monkeypatch: pytest.MonkeyPatch
 
 
 def test_warm_up_runs_every_stream_batch_size(ort: Animator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-up covers every micro-batch size streams and clips use, for every micro-batch setting."""
     sizes: list[int] = []
     frames = ort.backend.frames
     monkeypatch.setattr(ort.backend, "frames", lambda latents: sizes.append(len(latents)) or frames(latents))
     ort.warm_up()
-    assert sizes == list(range(1, ort.micro_batch + 1))
+    assert sizes == ort.stream_batch_sizes()
+    spec = ort.bundle.graph("synthesis").batch
+    for micro_batch in range(spec.min, spec.max + 1):
+        animator = Animator(ort.bundle, ort.backend, micro_batch=micro_batch)  # not closed: it shares the backend
+        sizes.clear()
+        for _ in range(3):  # the first batch of later segments depends on how fast the consumer is
+            list(animator.stream([TEXT, "The person is angry.", TEXT], seed=1))
+        animator.animate(TEXT, seed=1)
+        used = set(sizes)
+        warmed = animator.stream_batch_sizes()
+        assert used <= set(warmed), (micro_batch, used, warmed)
+        assert set(warmed) - used <= {1, (animator.frames_per_text - 2) % micro_batch}  # nothing warmed in vain
 
 
 def test_stream_of_one_text_is_animate(ort: Animator) -> None:
