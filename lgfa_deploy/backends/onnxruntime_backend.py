@@ -124,7 +124,9 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(bundle, device, precision)
         self.device_id = device_id
         if device == "cuda":
-            self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+            # use_tf32 off: "fp32" computes in FP32 (TF32 convolutions would be another precision).
+            self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "0"}),
+                                     "CPUExecutionProvider"]
         else:
             self._providers = ["CPUExecutionProvider"]
         self._options = ort.SessionOptions()
