@@ -144,6 +144,8 @@ class OnnxRuntimeBackend(Backend):
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._input_types: dict[str, dict[str, type]] = {}
         self._bindings: dict[tuple[str, int], DeviceBinding] = {}
+        self.providers: dict[str, list[str]] = {}
+        """Graph -> the execution providers its session really runs on, in onnxruntime's order."""
         self._lock = threading.Lock()
         for graph in EAGER_GRAPHS:
             if graph in bundle.graph_names:
@@ -157,6 +159,7 @@ class OnnxRuntimeBackend(Backend):
                 session = self._load_rewritten(path) if graph == "synthesis" and self._cpu_rewrites else self._load(path)
                 self._check_io(graph, path, session)
                 self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+                self.providers[graph] = session.get_providers()
                 self._sessions[graph] = session
             return self._sessions[graph]
 
