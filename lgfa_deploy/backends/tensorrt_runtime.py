@@ -15,8 +15,6 @@ from typing import Any
 
 from lgfa_deploy.errors import LgfaError
 
-log = logging.getLogger(__name__)
-
 TENSORRT_MAJOR = 10
 INSTALL_HINT = "pip install 'lgfa-deploy[tensorrt]'"
 FRAMES_OUTPUT = "frames"
