@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from lgfa_deploy.atomic import write_bytes_atomic
 from lgfa_deploy.backends.tensorrt_runtime import (
     FRAMES_OUTPUT,
@@ -341,8 +343,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     if args.workspace <= 0:
         raise LgfaError(f"--workspace must be a positive number of GiB, got {args.workspace}")
     bundle = Bundle.open(args.bundle, verify_hashes=False)  # a damaged engine is rebuilt, not fatal
