@@ -2,8 +2,9 @@
 speed, training steps/s; results as JSON and a PNG in ``--out``.
 
 It runs from a plain checkout on the GPU machine as it comes (python3 3.12, torch with CUDA, onnx,
-onnxruntime, numpy), once the few pure wheels it lacks are installed from ``.whl/`` (git-ignored;
-download them on any machine with PyPI, about 35 MB, and carry the folder along with the tree)::
+onnxruntime, numpy; no OpenCV, open_clip or TensorRT), once the wheels it lacks are installed from
+``.whl/`` (git-ignored: download them on any machine with PyPI, 21 files, 36 MB, and carry the
+folder along with the tree)::
 
     python3 -m pip download --only-binary=:all: --no-deps --python-version 3.12 \\
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\

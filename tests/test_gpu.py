@@ -102,10 +102,11 @@ def test_hundred_sentence_stream_keeps_gpu_memory_flat(tiny_bundle: Path) -> Non
     bundle = Bundle.open(tiny_bundle)
     with Animator(bundle, open_backend("torch", bundle, device="cuda", precision="fp16")) as animator:
         animator.warm_up()
-        allocated, segment = [], -1
+        reserved, segment = [], -1
         for frame in animator.stream_frames(texts, seed=0):
             if frame.segment != segment:  # the first frame of each sentence
                 segment = frame.segment
-                allocated.append(torch.cuda.memory_allocated())
-    assert len(allocated) == 100
-    assert max(allocated[10:]) - allocated[10] <= 1 << 20, allocated[10:]  # no growth past warm-up
+                reserved.append(torch.cuda.memory_reserved())
+    assert len(reserved) == 100
+    # What torch holds on the GPU stops growing once the stream runs: at most one small 2 MiB segment more.
+    assert max(reserved[10:]) - reserved[10] <= 2 << 20, reserved[10:]
