@@ -18,7 +18,8 @@ folder along with the tree)::
 imports torchvision; pick the torchvision of the torch you find there.) Steps, each in its own
 process with its own time budget, in order: ``environment``; ``gpu_tests`` (``pytest -m gpu
 tests/test_gpu.py``); ``bundle`` (``lgfa export --preset ffhq-1024 --random-init --no-photo
---max-batch 32``); ``bench_graphs`` (``lgfa bench`` of the torch backend, FP32 and FP16 with CUDA
+--max-batch 32``; should it fail or overrun, ``synthesis_direct`` times the generator's synthesis
+alone, eager FP32 and FP16, so that some figures come back); ``bench_graphs`` (``lgfa bench`` of the torch backend, FP32 and FP16 with CUDA
 graphs, batch 1, 4, 16, 32: synthesis, frames, first frame of a 16-frame clip, stream; peak GPU
 memory; each run has its own eager FP32 baseline); ``bench_eager`` (the same without CUDA graphs);
 ``training`` (steps/s of the paper's step at 1024 px: text -> motion -> W+ -> synthesis -> CLIP
@@ -76,10 +77,12 @@ class Plan:
 
 
 GPU_PLAN = Plan("cuda", "ffhq-1024", (1, 4, 16, 32), (32,), "fp16", 20, 200, 10, {
-    "gpu_tests": 120, "bundle": 150, "bench_graphs": 110, "bench_eager": 50, "training": 45, "bench_compile": 90,
+    "gpu_tests": 120, "bundle": 150, "synthesis_direct": 60, "bench_graphs": 110, "bench_eager": 50, "training": 45,
+    "bench_compile": 90,
 })
 REHEARSAL = Plan("cpu", "tiny", (1, 4), (4,), "fp32", 2, 6, 2, {
-    "gpu_tests": 60, "bundle": 200, "bench_graphs": 150, "bench_eager": 120, "training": 60, "bench_compile": 120,
+    "gpu_tests": 60, "bundle": 200, "synthesis_direct": 60, "bench_graphs": 150, "bench_eager": 120, "training": 60,
+    "bench_compile": 120,
 })
 
 
@@ -182,6 +185,45 @@ def training_speed(preset_name: str, device: str, steps: int, batch: int = 2) ->
     return result
 
 
+def synthesis_speed(preset_name: str, device: str, batches: list[int], iters: int) -> dict[str, Any]:
+    """Frames/s of the generator's synthesis alone, eager, FP32 (TF32 off) and FP16, channels_last on a
+    GPU: the fallback figures when no bundle could be exported for ``lgfa bench``."""
+    import torch
+
+    from training.presets import get_preset
+    from training.stylegan2 import generator_from_preset
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    preset = get_preset(preset_name)
+    rows = []
+    for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
+        if device == "cpu" and dtype == torch.float16:
+            continue
+        generator = generator_from_preset(preset).to(device, dtype).eval()
+        if device == "cuda":
+            generator = generator.to(memory_format=torch.channels_last)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        for batch in batches:
+            latents = torch.randn(batch, preset.n_latent, preset.style_dim, device=device, dtype=dtype)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            with torch.inference_mode():
+                for _ in range(2):
+                    generator.synthesis(latents)
+                sync()
+                start = time.perf_counter()
+                for _ in range(iters):
+                    generator.synthesis(latents)
+                sync()
+            seconds = (time.perf_counter() - start) / iters
+            row = {"precision": precision, "batch": batch, "ms_per_call": seconds * 1000, "fps": batch / seconds}
+            if device == "cuda":
+                row["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rows.append(row)
+    return {"preset": preset.name, "resolution": preset.resolution, "mode": "eager, no CUDA graphs", "rows": rows}
+
+
 # -- the orchestration ---------------------------------------------------------------------------
 
 
@@ -228,6 +270,15 @@ class Check:
         status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
         return self.record(name, status, started, output_tail=(done.stdout + done.stderr)[-3000:])
 
+    def helper(self, name: str, args: list[str]) -> None:
+        """A measurement of this script's own, in a process of its own; its result goes into the step."""
+        result = self.work / f"{name}.json"
+        self.run(name, [str(Path(__file__).resolve()), *args, "--preset", self.plan.preset, "--device", self.plan.device,
+                        "--out", str(result)])
+        if result.is_file():
+            self.doc["steps"][name]["result"] = json.loads(result.read_text())
+            self.save()
+
     def bench(self, name: str, precisions: str, batches: tuple[int, ...], stages: str, options: list[str]) -> None:
         if not (self.bundle / "manifest.json").is_file():
             self.record(name, "not run: no bundle", time.perf_counter())
@@ -251,14 +302,13 @@ class Check:
         max_batch = max(self.plan.batches)
         self.run("bundle", ["-m", "lgfa_deploy.cli", "export", "--preset", self.plan.preset, "--random-init",
                             "--no-photo", "--max-batch", str(max_batch), "--out", str(self.bundle), "--force"])
+        if not (self.bundle / "manifest.json").is_file():  # no lgfa bench without a bundle: synthesis alone
+            self.helper("synthesis_direct", ["--synthesis-only", "--batches", ",".join(map(str, self.plan.batches)),
+                                             "--iters", str(self.plan.iters)])
         stages = "synthesis,frames,first_frame,stream"
         self.bench("bench_graphs", "fp32,fp16", self.plan.batches, stages, [])
         self.bench("bench_eager", "fp32,fp16", self.plan.batches, stages, ["torch.cuda_graphs=false"])
-        result = self.work / "training.json"
-        self.run("training", [str(Path(__file__).resolve()), "--training-only", "--preset", self.plan.preset,
-                              "--device", self.plan.device, "--steps", str(self.plan.train_steps), "--out", str(result)])
-        if result.is_file():
-            self.doc["steps"]["training"]["result"] = json.loads(result.read_text())
+        self.helper("training", ["--training-only", "--steps", str(self.plan.train_steps)])
         # Last: compiling 1024 px synthesis is the step most likely to overrun.
         self.bench("bench_compile", self.plan.compile_precision, self.plan.compile_batches, "synthesis,frames",
                    ["torch.compile=default"])
@@ -272,6 +322,11 @@ class Check:
             if path.is_file():
                 for row in json.loads(path.read_text())["results"]:
                     rows.append({**row, "run": name})
+        direct = self.doc["steps"].get("synthesis_direct", {}).get("result", {})
+        for row in direct.get("rows", []):  # the fallback's figures, in the bench's terms
+            memory = row.get("peak_gpu_memory_gib")
+            rows.append({**row, "run": "synthesis_direct", "stage": "synthesis", "baseline": False,
+                         "peak_gpu_memory_mib": None if memory is None else memory * 1024})
         self.doc["summary"] = summary = compare_with_targets(rows)
         self.save()
         plot_path = self.out / "gpu_check.png"
@@ -354,10 +409,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="ffhq-1024", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--synthesis-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", default="1", help=argparse.SUPPRESS)
+    parser.add_argument("--iters", type=int, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.training_only:  # the training step, run by the orchestration in its own process
-        args.out.write_text(json.dumps(training_speed(args.preset, args.device, args.steps), indent=1) + "\n")
+    if args.training_only or args.synthesis_only:  # a helper step, run by the orchestration in its own process
+        if args.training_only:
+            result = training_speed(args.preset, args.device, args.steps)
+        else:
+            result = synthesis_speed(args.preset, args.device, [int(b) for b in args.batches.split(",")], args.iters)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     plan = REHEARSAL if args.rehearse else GPU_PLAN
