@@ -29,7 +29,9 @@ step that fails or overruns is recorded with the tail of its output and the rest
 rewritten after every step, so whatever finished before a kill is there. The summary compares the
 best figures with issue 8's targets (>= 400 frames/s at the best batch, first frame <= 10 ms,
 >= 6x eager FP32 in the same run, <= 4 GiB at batch 1). ``--out`` gets at most 6 files, flat:
-``gpu_check.json``, ``gpu_check.png`` and the ``bench_*.json`` of each bench step.
+``gpu_check.json``, ``gpu_check.png`` and the ``bench_*.json`` of each bench step. Commit them under
+``benchmarks/results/`` with the GPU and date in front of their names (``h200-2026-12-01-bench_graphs.json``)
+and regenerate ``benchmarks/README.md`` with ``python benchmarks/make_table.py``.
 
 ``--rehearse`` runs the same steps on the CPU with the tiny preset and small counts (the test
 suite does, so the first GPU run is not the script's first run); a whole GPU run takes about
