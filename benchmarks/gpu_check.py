@@ -19,8 +19,9 @@ imports torchvision; pick the torchvision of the torch you find there.) Steps, e
 process with its own time budget, in order: ``environment``; ``gpu_tests`` (``pytest -m gpu
 tests/test_gpu.py``); ``bundle`` (``lgfa export --preset ffhq-1024 --random-init --no-photo
 --max-batch 32``; should it fail or overrun, ``synthesis_direct`` times the generator's synthesis
-alone, eager FP32 and FP16, so that some figures come back); ``bench_graphs`` (``lgfa bench`` of the torch backend, FP32 and FP16 with CUDA
-graphs, batch 1, 4, 16, 32: synthesis, frames, first frame of a 16-frame clip, stream; peak GPU
+alone, eager FP32 and FP16, so that some figures come back); ``bench_graphs`` (``lgfa bench`` of
+the torch backend, FP32 and FP16 with CUDA graphs, batch 1, 4, 16, 32: synthesis, frames, first
+frame of a 16-frame clip, stream; peak GPU
 memory; each run has its own eager FP32 baseline); ``bench_eager`` (the same without CUDA graphs);
 ``training`` (steps/s of the paper's step at 1024 px: text -> motion -> W+ -> synthesis -> CLIP
 loss, backward, Adam); ``bench_compile`` (FP16, CUDA graphs around ``torch.compile`` in its default
