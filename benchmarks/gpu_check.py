@@ -266,10 +266,9 @@ class Check:
         try:
             done = subprocess.run([sys.executable, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            tail = (exc.stdout or b"")[-2000:]
-            return self.record(name, f"overran its {timeout:.0f} s", started,
-                               output_tail=tail.decode(errors="replace") if isinstance(tail, bytes) else tail)
+        except subprocess.TimeoutExpired as exc:  # its output so far comes as bytes, whatever text= says
+            streams = [s.decode(errors="replace") if isinstance(s, bytes) else s for s in (exc.stdout, exc.stderr) if s]
+            return self.record(name, f"overran its {timeout:.0f} s", started, output_tail="".join(streams)[-3000:])
         status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
         return self.record(name, status, started, output_tail=(done.stdout + done.stderr)[-3000:])
 
