@@ -397,8 +397,8 @@ class StageRunner:
             animator.content(self.config.seed)  # waits for a batch still in flight (untimed)
             return stamps
 
-        if self.config.warmup:  # the first single-frame batch and one full micro-batch
-            run(min(batch + 1, self.config.frames))
+        if self.config.warmup:  # every micro-batch size the stream will use, outside the timed run
+            animator.warm_up()
         stamps = run(self.config.frames)
         self.memory.sample()
         intervals = list(np.diff(stamps[1:]) * 1000.0) or [(stamps[-1] - stamps[0]) * 1000.0]
@@ -454,11 +454,26 @@ def _baseline_options(device: str) -> dict[str, Any]:
     return options
 
 
+def _cuda_runtime_finds_gpu() -> bool:
+    """True when cuda-python is installed and the CUDA runtime sees a GPU (how TensorRT finds one)."""
+    from lgfa_deploy.backends.tensorrt_runtime import import_cudart
+
+    try:
+        cudart = import_cudart()
+    except LgfaError:
+        return False
+    err, count = cudart.cudaGetDeviceCount()
+    return err == cudart.cudaError_t.cudaSuccess and count > 0
+
+
 def _resolve_device(name: str, backends: list[str]) -> str:
-    """``auto`` -> "cuda" when a compared backend finds a GPU, else "cpu"."""
+    """``auto`` -> "cuda" when a compared backend finds a GPU, else "cpu"; TensorRT alone is always "cuda"
+    (it runs nowhere else: without a GPU it says so itself)."""
     if name != "auto":
         return name
-    if "tensorrt" in backends or "onnxruntime" in backends:
+    if "tensorrt" in backends and (set(backends) == {"tensorrt"} or _cuda_runtime_finds_gpu()):
+        return "cuda"
+    if "onnxruntime" in backends:
         try:
             import onnxruntime
 
@@ -557,7 +572,9 @@ def _physical(row: dict[str, Any], costs: dict[str, Any], peaks: dict[str, Any])
     fps = row["fps"]
     achieved_tflops = per_frame["flops_per_frame"] * fps / 1e12
     achieved_gbps = per_frame["bytes_per_frame"] * fps / 1e9
-    peak_tflops = peaks.get("fp16_tflops" if row["precision"] == "fp16" else "fp32_tflops")
+    # The peak of the arithmetic that ran (row "math"): none is tabulated for TF32.
+    peak_key = {"fp16": "fp16_tflops", "fp32": "fp32_tflops"}.get(row.get("math", row["precision"]))
+    peak_tflops = peaks.get(peak_key) if peak_key else None
     bandwidth = peaks.get("bandwidth_gbps")
     bounds = []
     if peak_tflops:
@@ -569,6 +586,7 @@ def _physical(row: dict[str, Any], costs: dict[str, Any], peaks: dict[str, Any])
         "bytes_per_frame": per_frame["bytes_per_frame"],
         "achieved_tflops": sig(achieved_tflops),
         "flops_fraction": sig(achieved_tflops / peak_tflops) if peak_tflops else None,
+        "peak_used": peak_key if peak_tflops else None,
         "achieved_gbps": sig(achieved_gbps),
         "bandwidth_fraction": sig(achieved_gbps / bandwidth) if bandwidth else None,
         "roofline_fps": sig(min(bounds)) if bounds else None,
@@ -656,6 +674,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                     rows = _rows(name, precision, batch, timings, options, is_baseline)
                     rewrites = getattr(backend, "rewrites", None)
                     for row in rows:
+                        row["math"] = getattr(backend, "math", precision)
                         row["peak_gpu_memory_mib"] = runner.memory.peak
                         if rewrites:
                             row["cpu_rewrites"] = rewrites
@@ -716,6 +735,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "those of the graph's direct convolutions, so a backend that needs fewer (onnxruntime on the CPU runs "
             "wide 3x3 convolutions as Winograd F(4x4, 3x3), see cpu_rewrites) can pass 1",
             "bandwidth_fraction": "achieved bytes/s (unfused memory model, see physical_limit) / peak bandwidth",
+            "math": "the arithmetic synthesis ran in: fp32 (TF32 off), tf32 (FP32 storage, TF32 convolutions) or fp16",
+            "peak_used": "the device peak flops_fraction divides by (none for tf32: no TF32 peak is tabulated)",
         },
         "results": results,
     }

@@ -480,12 +480,25 @@ class Animator:
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             _put(items, stop, exc)
 
+    def stream_batch_sizes(self) -> list[int]:
+        """Every micro-batch size :meth:`stream` and :meth:`animate` hand the backend.
+
+        A stream's first segment starts with a single frame and then runs ``micro_batch`` at a time,
+        leaving ``(T - 1) % micro_batch``; later segments (T - 1 new frames each) start with one frame
+        when the consumer has caught up, leaving ``(T - 2) % micro_batch``, or not, leaving
+        ``(T - 1) % micro_batch``; a whole clip leaves ``T % micro_batch``.
+        """
+        T, size = self.frames_per_text, self.micro_batch
+        sizes = {1, size if T >= size else 1} | {n % size for n in (T, T - 1, T - 2) if n > 0}
+        return sorted(sizes - {0})
+
     def warm_up(self, batch_sizes: Iterable[int] | None = None) -> None:
-        """Run every graph once, synthesis at each batch size a stream uses (1 to micro_batch by default),
-        so that one-time work (cuDNN autotuning, CUDA graph capture) happens now and not mid-stream."""
+        """Run every graph once, synthesis at each batch size a stream uses (:meth:`stream_batch_sizes`
+        by default), so that one-time work (cuDNN autotuning, compilation, CUDA graph capture) happens
+        now and not mid-stream."""
         content = self.content(0)
         latents = content[0] + self.offsets("The person is smiling.")
-        sizes = range(1, self.micro_batch + 1) if batch_sizes is None else batch_sizes
+        sizes = self.stream_batch_sizes() if batch_sizes is None else batch_sizes
         for size in sizes:
             list(self._batches(latents[np.arange(size) % len(latents)], size))
 

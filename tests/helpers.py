@@ -6,7 +6,6 @@ import functools
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 TINY_MAX_BATCH = 4
@@ -28,6 +27,8 @@ def copy_bundle(bundle: Path, parent: Path) -> Path:
 
 def read_video(path: Path) -> list[np.ndarray]:
     """Every frame of a video file, decoded by OpenCV."""
+    import cv2  # here: the GPU check runs the GPU tests where OpenCV is not installed
+
     capture = cv2.VideoCapture(str(path))
     frames = []
     ok, frame = capture.read()

@@ -124,8 +124,17 @@ def test_synthesis_rows_carry_the_physical_limit(bench_run) -> None:
         per_frame = cost["per_frame"][str(r["batch"])]
         assert r["flops_per_frame"] == pytest.approx(per_frame["flops_per_frame"])
         assert r["achieved_tflops"] == pytest.approx(per_frame["flops_per_frame"] * r["fps"] / 1e12, rel=1e-3)
+        assert r["math"] == "fp32" and r["peak_used"] == "fp32_tflops"  # the CPU has no TF32
         assert r["flops_fraction"] == pytest.approx(r["achieved_tflops"] / peaks["fp32_tflops"], rel=1e-3)
         assert r["bandwidth_fraction"] == pytest.approx(r["achieved_gbps"] / peaks["bandwidth_gbps"], rel=1e-3)
+
+
+def test_tensorrt_alone_resolves_to_cuda() -> None:
+    """TensorRT runs on a GPU only: --backend tensorrt with --device auto must not be sent to the CPU."""
+    from lgfa_deploy.bench import _resolve_device
+
+    assert _resolve_device("auto", ["tensorrt"]) == "cuda"
+    assert _resolve_device("cpu", ["tensorrt"]) == "cpu"  # an explicit device is kept (and refused by the backend)
 
 
 def test_plot_is_a_png(bench_run) -> None:

@@ -73,3 +73,31 @@ def test_fp16_bundle_graphs_match_fp32(tiny_bundle: Path) -> None:
     assert ok, detail
     fp32_bytes = (tiny_bundle / "synthesis.onnx").stat().st_size
     assert (tiny_bundle / "synthesis.fp16.onnx").stat().st_size < 0.7 * fp32_bytes
+
+
+def test_fp16_synthesis_graph_stays_finite_with_large_weights(tmp_path: Path) -> None:
+    """The FP16 graph of a generator whose demodulated layers have large raw weights and styles: finite
+    frames matching FP32 (the guards are in the exported graph, so the FP16 conversion keeps them)."""
+    import torch
+
+    from export.onnx_export import SynthesisGraph, export_onnx
+    from lgfa_deploy.graphs import graph_specs
+    from tests.test_stylegan2 import TINY, _large_weights
+    from training.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    generator = _large_weights(Generator(**TINY).eval())
+    spec = graph_specs(embed_dim=16, n_latent=generator.n_latent, style_dim=TINY["style_dim"], resolution=TINY["size"],
+                       frames=4, max_batch=2)["synthesis"]
+    latents = torch.randn(2, generator.n_latent, TINY["style_dim"])
+    fp32 = export_onnx(SynthesisGraph(generator), spec, (latents,), tmp_path / "synthesis.onnx")
+    fp16 = convert_to_fp16(onnx.load(str(tmp_path / "synthesis.onnx")))
+    # onnx's reference evaluator computes FP16 tensors in numpy float16, as a GPU stores them;
+    # onnxruntime's CPU provider would run the unsupported FP16 kernels in FP32 and hide an overflow.
+    from onnx.reference import ReferenceEvaluator
+
+    images = {name: ReferenceEvaluator(model).run(["image"], {"latents": latents.numpy()})[0]
+              for name, model in (("fp32", fp32), ("fp16", fp16))}
+    assert np.isfinite(images["fp16"]).all()
+    ok, detail = compare(images["fp32"], images["fp16"], "psnr", THRESHOLDS["fp16"])
+    assert ok, detail

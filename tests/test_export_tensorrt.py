@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 from export.tensorrt_build import (
     INSTALL_HINT,
+    add_uint8_frames,
     batch_profile,
     is_built,
     plan_engines,
@@ -22,12 +23,15 @@ from export.tensorrt_ops import (
     load_operator_table,
     operator_table_path,
 )
+from lgfa_deploy.backends import to_uint8_bgr
+from lgfa_deploy.backends.tensorrt_runtime import Gpu
 from lgfa_deploy.bundle import Bundle, file_entry
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
 from tests.helpers import TINY_MAX_BATCH, copy_bundle
 
 REPO = Path(__file__).resolve().parents[1]
+A10 = Gpu(0, "NVIDIA A10", "8.6")
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx.ModelProto:
@@ -109,20 +113,21 @@ def test_build_engines_without_tensorrt_says_how_to_install(
 
 def test_engine_plans_names_keys_and_profiles(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = Bundle.open(copy_bundle(tiny_bundle, tmp_path))
-    plans = {p.graph: p for p in plan_engines(bundle, fp16=True, max_batch=None, tensorrt_version="10.3.0", compute_capability="8.6")}
+    plans = {p.graph: p for p in plan_engines(bundle, fp16=True, max_batch=None, tensorrt_version="10.3.0", gpu=A10)}
     synthesis = plans["synthesis"]
     assert synthesis.source_precision == "fp16" and synthesis.strongly_typed
     assert synthesis.profile == (1, TINY_MAX_BATCH, TINY_MAX_BATCH)
-    assert synthesis.file == f"tensorrt/synthesis.sm86.trt10.3.0.fp16.b1-4-{TINY_MAX_BATCH}.plan"
+    assert synthesis.file == f"tensorrt/synthesis.nvidia-a10.sm86.trt10.3.0.fp16.b1-4-{TINY_MAX_BATCH}.plan"
     sha = bundle.manifest["graphs"]["synthesis"]["files"]["fp16"]["sha256"]
-    assert synthesis.key == f"synthesis:{sha[:16]}:trt10.3.0:sm8.6:fp16:b1-4-{TINY_MAX_BATCH}"
+    assert synthesis.key == f"synthesis:{sha[:16]}:trt10.3.0:nvidia-a10:sm8.6:fp16:b1-4-{TINY_MAX_BATCH}"
     assert profile_shapes(bundle.graph("synthesis"), synthesis.profile) == {
         "latents": ((1, 8, 64), (4, 8, 64), (TINY_MAX_BATCH, 8, 64))
     }
     assert profile_shapes(bundle.graph("text_encoder"), (1, 1, 2)) == {"tokens": ((1, 77), (1, 77), (2, 77))}
-    fp32 = plan_engines(bundle, fp16=False, max_batch=2, tensorrt_version="10.3.0", compute_capability="9.0")
+    fp32 = plan_engines(bundle, fp16=False, max_batch=2, tensorrt_version="10.3.0", gpu=Gpu(0, "NVIDIA H100 80GB HBM3", "9.0"))
     assert {p.precision for p in fp32} == {"fp32"} and not any(p.strongly_typed for p in fp32)
     assert {p.profile for p in fp32 if p.graph == "synthesis"} == {(1, 2, 2)}
+    assert {p.file.split(".")[1] for p in fp32} == {"nvidia-h100-80gb-hbm3"}
     with pytest.raises(LgfaError, match="below"):
         batch_profile(bundle.graph("motion"), 0)
 
@@ -137,3 +142,18 @@ def test_engine_plans_names_keys_and_profiles(tiny_bundle: Path, tmp_path: Path)
     assert bundle.manifest["engines"][synthesis.key] | file_entry(bundle.root, synthesis.file) == bundle.manifest["engines"][synthesis.key]
     engine.write_bytes(b"damaged")
     assert not is_built(bundle, synthesis)
+
+
+def test_uint8_frames_output_matches_the_host_conversion(tiny_bundle: Path) -> None:
+    """The output build-engines adds to synthesis equals to_uint8_bgr (run here by onnxruntime)."""
+    import onnxruntime as ort
+
+    bundle = Bundle.open(tiny_bundle)
+    model = add_uint8_frames(onnx.load(str(bundle.graph_path("synthesis"))))
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    latents = np.random.default_rng(0).standard_normal((3, bundle.n_latent, bundle.style_dim)).astype(np.float32)
+    image, frames = session.run(["image", "frames"], {"latents": latents * 3})
+    assert frames.dtype == np.uint8 and frames.shape == (3, bundle.resolution, bundle.resolution, 3)
+    assert 0 < (frames == 255).mean() + (frames == 0).mean() < 1  # the clip is exercised, not everything saturates
+    np.testing.assert_array_equal(frames, to_uint8_bgr(image))

@@ -125,6 +125,24 @@ def test_backend_run_checks_batch_and_inputs(bundle_dir: Path) -> None:
             backend.run("motion", {"text_embedding": np.zeros((1, S), np.float32)})
 
 
+def test_device_binding_copies_each_call_into_the_same_buffers(bundle_dir: Path) -> None:
+    """The onnxruntime backend's I/O binding (device buffers made once), run here on CPU buffers."""
+    import onnxruntime
+
+    from lgfa_deploy.backends.onnxruntime_backend import DeviceBinding
+
+    bundle = Bundle.open(bundle_dir)
+    session = onnxruntime.InferenceSession(str(bundle.graph_path("synthesis")), providers=["CPUExecutionProvider"])
+    binding = DeviceBinding(session, bundle.graph("synthesis"), 2, "cpu", 0)
+    buffers = [value.data_ptr() for value in (*binding.inputs.values(), *binding.outputs)]
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        latents = rng.standard_normal((2, bundle.n_latent, bundle.style_dim)).astype(np.float32)
+        (image,) = binding.run({"latents": latents})
+        np.testing.assert_allclose(image, session.run(["image"], {"latents": latents})[0], atol=1e-5)
+    assert [value.data_ptr() for value in (*binding.inputs.values(), *binding.outputs)] == buffers
+
+
 def test_latent_content_matches_seed_content(ort: Animator, tmp_path: Path) -> None:
     content = ort.content(seed=2)
     assert content.shape == (1, L, S)
@@ -148,11 +166,23 @@ def test_text_embedding_is_cached(ort: Animator, monkeypatch: pytest.MonkeyPatch
 
 
 def test_warm_up_runs_every_stream_batch_size(ort: Animator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-up covers every micro-batch size streams and clips use, for every micro-batch setting."""
     sizes: list[int] = []
     frames = ort.backend.frames
     monkeypatch.setattr(ort.backend, "frames", lambda latents: sizes.append(len(latents)) or frames(latents))
     ort.warm_up()
-    assert sizes == list(range(1, ort.micro_batch + 1))
+    assert sizes == ort.stream_batch_sizes()
+    spec = ort.bundle.graph("synthesis").batch
+    for micro_batch in range(spec.min, spec.max + 1):
+        animator = Animator(ort.bundle, ort.backend, micro_batch=micro_batch)  # not closed: it shares the backend
+        sizes.clear()
+        for _ in range(3):  # the first batch of later segments depends on how fast the consumer is
+            list(animator.stream([TEXT, "The person is angry.", TEXT], seed=1))
+        animator.animate(TEXT, seed=1)
+        used = set(sizes)
+        warmed = animator.stream_batch_sizes()
+        assert used <= set(warmed), (micro_batch, used, warmed)
+        assert set(warmed) - used <= {1, (animator.frames_per_text - 2) % micro_batch}  # nothing warmed in vain
 
 
 def test_stream_of_one_text_is_animate(ort: Animator) -> None:
@@ -310,9 +340,10 @@ def test_ctrl_c_ends_stream_with_a_playable_file(bundle_dir: Path, tmp_path: Pat
 
 
 # -- TensorRT: what can be checked without it -------------------------------------------------------------
-def _engine(graph: str, cc: str = "9.0", version: str = "10.3.0.26", precision: str = "fp16") -> dict:
+def _engine(graph: str, cc: str = "9.0", version: str = "10.3.0.26", precision: str = "fp16",
+            name: str = "NVIDIA H100 80GB HBM3") -> dict:
     return {"graph": graph, "file": f"{graph}.{precision}.sm{cc.replace('.', '')}.plan", "sha256": "0" * 64,
-            "tensorrt_version": version, "compute_capability": cc, "precision": precision,
+            "tensorrt_version": version, "device_name": name, "compute_capability": cc, "precision": precision,
             "profile": {"min": 1, "opt": 4, "max": 16}}
 
 
@@ -322,24 +353,40 @@ def test_tensorrt_engine_selection(bundle_dir: Path) -> None:
 
     manifest = dict(Bundle.open(bundle_dir).manifest)
     manifest["engines"] = {
-        "synthesis.fp16.sm80": _engine("synthesis", cc="8.0"),
+        "synthesis.fp16.sm80": _engine("synthesis", cc="8.0", name="NVIDIA A100-SXM4-80GB"),
         "synthesis.fp16.sm90": _engine("synthesis", cc="9.0"),
         "motion.fp32.sm90": _engine("motion", precision="fp32"),
     }
     bundle = Bundle(bundle_dir, manifest)
-    assert select_engine(bundle, "synthesis", "fp16", "10.3.0.26", "9.0")["file"] == "synthesis.fp16.sm90.plan"
-    assert select_engine(bundle, "synthesis", "fp16", "10.3.0", "8.0")["compute_capability"] == "8.0"
+    h100 = "NVIDIA H100 80GB HBM3"
+    assert select_engine(bundle, "synthesis", "fp16", "10.3.0.26", "9.0", h100)["file"] == "synthesis.fp16.sm90.plan"
+    assert select_engine(bundle, "synthesis", "fp16", "10.3.0", "8.0", "NVIDIA A100-SXM4-80GB")["compute_capability"] == "8.0"
     cases = [
-        (("synthesis", "fp16", "10.3.0", "8.9"), "built for compute capability 8.0 with TensorRT 10.3.0.26, "
-                                                  "but this machine has compute capability 8.9"),
-        (("synthesis", "fp16", "10.4.0", "9.0"), "with TensorRT 10.4.0"),
-        (("synthesis", "fp32", "10.3.0", "9.0"), "synthesis engines in fp16, none in fp32"),
-        (("mapping", "fp16", "10.3.0", "9.0"), "no TensorRT engine for graph mapping"),
+        (("synthesis", "fp16", "10.3.0", "8.9", "NVIDIA L4"),
+         r"built for NVIDIA A100-SXM4-80GB \(compute capability 8.0\) with TensorRT 10.3.0.26, "
+         r"but this machine has NVIDIA L4 \(compute capability 8.9\)"),
+        (("synthesis", "fp16", "10.4.0", "9.0", h100), "with TensorRT 10.4.0"),
+        (("synthesis", "fp16", "10.3.0", "9.0", "NVIDIA H200"), "this machine has NVIDIA H200"),  # same sm, other GPU
+        (("synthesis", "fp32", "10.3.0", "9.0", h100), "synthesis engines in fp16, none in fp32"),
+        (("mapping", "fp16", "10.3.0", "9.0", h100), "no TensorRT engine for graph mapping"),
     ]
     for args, message in cases:
         with pytest.raises(LgfaError, match=message) as error:
             select_engine(bundle, *args)
         assert "lgfa build-engines" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_tensorrt_engine_io_is_checked_against_the_manifest(bundle_dir: Path) -> None:
+    from lgfa_deploy.backends.tensorrt_backend import check_engine_io
+    from lgfa_deploy.errors import LgfaError
+
+    synthesis = Bundle.open(bundle_dir).graph("synthesis")
+    check_engine_io("s.plan", synthesis, ["latents"], ["image"])
+    check_engine_io("s.plan", synthesis, ["latents"], ["image", "frames"])
+    for inputs, outputs in ((["latents"], []), (["w"], ["image"]), (["latents"], ["image", "extra"])):
+        with pytest.raises(LgfaError, match="rebuild it with 'lgfa build-engines'") as error:
+            check_engine_io("s.plan", synthesis, inputs, outputs)
+        assert "\n" not in str(error.value)
 
 
 def test_tensorrt_not_installed_says_how_to_install(bundle_dir: Path) -> None:

@@ -11,8 +11,10 @@ import torch
 from tests.published_layouts import rosinality_g_ema_layout
 from training.presets import get_preset
 from training.stylegan2 import (
+    CONV_CLAMP,
     Generator,
     ModulatedConv2d,
+    StyledConv,
     Upsample,
     generator_from_preset,
     make_blur_kernel,
@@ -343,3 +345,39 @@ def test_onnx_export_dynamic_batch(tmp_path: Path) -> None:
         (got,) = session.run(["images"], {"latents": latents.numpy()})
         assert got.shape == (batch, 3, 32, 32)
         assert np.abs(got - expected).max() < 1e-4
+
+
+def _large_weights(generator: Generator, weight_gain: float = 300.0, style_gain: float = 100.0) -> Generator:
+    """Demodulated convolutions with raw weights and styles far larger than at initialisation (the sizes
+    trained models reach). Demodulation cancels both, so FP32 images are unchanged, but before the
+    FP16 guards the pre-demodulation sums of an FP16 run overflowed to inf."""
+    with torch.no_grad():
+        for layer in generator.modules():
+            if isinstance(layer, StyledConv):
+                layer.conv.weight.mul_(weight_gain)
+                layer.conv.modulation.weight.mul_(style_gain)
+                layer.conv.modulation.bias.mul_(style_gain)
+    return generator
+
+
+def test_fp16_synthesis_stays_finite_with_large_weights() -> None:
+    torch.manual_seed(0)
+    generator = Generator(**TINY).eval()
+    latents = torch.randn(2, generator.n_latent, TINY["style_dim"])
+    with torch.no_grad():
+        before = generator.synthesis(latents)
+        large = _large_weights(generator)
+        fp32 = large.synthesis(latents)
+        fp16 = large.half().synthesis(latents.half()).float()
+    assert (fp32 - before).abs().max().item() < 1e-4  # demodulation cancels the scales
+    assert torch.isfinite(fp16).all()
+    assert (fp16 - fp32).abs().max().item() < 0.05
+
+
+def test_layer_outputs_are_clamped_at_conv_clamp() -> None:
+    torch.manual_seed(0)
+    layer = StyledConv(4, 4, 8).eval()
+    with torch.no_grad():
+        layer.activate.bias.fill_(1e4)  # every activation far past the clamp
+        out = layer(torch.randn(1, 4, 5, 5), torch.randn(1, 8), torch.zeros(1, 1, 5, 5))
+    assert out.max().item() == CONV_CLAMP

@@ -5,7 +5,10 @@ The state dict of :class:`Generator` matches the ``g_ema`` entry of a rosinality
 ``load_state_dict(strict=True)``. The forward pass is written for export (ONNX opset 17,
 TensorRT): the modulated convolution scales the input by the style, convolves with the static
 weight and scales the output by the demodulation factor, so weights stay constants and the batch
-stays free; the FIR up-sampling is a depthwise (transposed) convolution. Reference twins written
+stays free; the FIR up-sampling is a depthwise (transposed) convolution. As in StyleGAN2-ADA, the
+demodulated convolutions pre-normalise style and weight by their largest magnitude (demodulation
+cancels both scales) and every layer output is clamped to +-CONV_CLAMP, so that the same graph runs
+in FP16 without overflow. Reference twins written
 rosinality's way (:func:`modulated_conv2d_reference`, :func:`upfirdn2d_reference`,
 :func:`synthesis_reference`) are the test oracles and the benchmarks' baseline.
 """
@@ -28,9 +31,14 @@ BLUR_TAPS: tuple[int, ...] = (1, 3, 3, 1)
 NOISE_SEED = 0
 """Seed of the constant noise buffers, so a randomly initialised generator is deterministic."""
 
+CONV_CLAMP = 256.0
+"""Every layer's output is clamped to +-256, StyleGAN2-ADA's ``conv_clamp``: it keeps FP16 synthesis
+finite and is never reached by a healthy generator in FP32."""
+
 _LRELU_SLOPE = 0.2
 _LRELU_GAIN = math.sqrt(2.0)
 _MAX_SIZE = 1024
+_NORM_FLOOR = 1e-4  # normalisers below it (an all-zero style or weight channel) are not divided by
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,6 +370,12 @@ class ModulatedConv2d(nn.Module):
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         style = self.modulation(w)
         weight = self.scaled_weight()
+        if self.demodulate:
+            # FP16 guard (StyleGAN2-ADA): style per sample and weight per output channel divided by their
+            # largest magnitude, the weight then scaled by 1/sqrt(fan-in); the demodulation factor below,
+            # computed from the same normalised values, undoes both scales, so only the range changes.
+            style = style / style.abs().amax(dim=1, keepdim=True).clamp_min(_NORM_FLOOR)
+            weight = weight * (self.scale / weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(_NORM_FLOOR))
         x = x * style[:, :, None, None]
         if self.upsample:
             out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
@@ -417,7 +431,7 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
-        return self.activate(self.noise(self.conv(x, w), noise))
+        return self.activate(self.noise(self.conv(x, w), noise)).clamp(-CONV_CLAMP, CONV_CLAMP)
 
 
 class ToRGB(nn.Module):
@@ -433,7 +447,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: Tensor, w: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, w) + self.bias
+        out = (self.conv(x, w) + self.bias).clamp(-CONV_CLAMP, CONV_CLAMP)
         if skip is not None:
             out = out + self.upsample(skip)
         return out

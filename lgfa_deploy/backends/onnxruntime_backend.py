@@ -1,4 +1,4 @@
-"""The onnxruntime backend: one InferenceSession per graph, CPU or CUDA, I/O binding on the GPU."""
+"""The onnxruntime backend: one InferenceSession per graph, CPU or CUDA, I/O binding to device buffers on the GPU."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from lgfa_deploy.backends.base import Backend, missing_package
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.graphs import GraphSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,37 @@ def _damaged(path: Path, exc: BaseException) -> LgfaError:
     )
 
 
+class DeviceBinding:
+    """One session's inputs and outputs bound to buffers on a device, for one batch size.
+
+    The buffers are made once; each :meth:`run` copies the host inputs into them, runs, and copies
+    the outputs back to the host, so onnxruntime allocates nothing per call.
+    """
+
+    def __init__(self, session: ort.InferenceSession, spec: GraphSpec, batch: int, device: str, device_id: int) -> None:
+        self.session = session
+        self.binding = session.io_binding()
+        self.inputs: dict[str, ort.OrtValue] = {}
+        types = {value.name: _ORT_TYPES.get(value.type, np.float32) for value in (*session.get_inputs(), *session.get_outputs())}
+        for tensor in spec.inputs:
+            self.inputs[tensor.name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(tensor.concrete(batch)), types[tensor.name], device, device_id
+            )
+            self.binding.bind_ortvalue_input(tensor.name, self.inputs[tensor.name])
+        self.outputs: list[ort.OrtValue] = []
+        for tensor in spec.outputs:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(tensor.concrete(batch)), types[tensor.name], device, device_id)
+            self.binding.bind_ortvalue_output(tensor.name, value)
+            self.outputs.append(value)
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Host inputs (the session's dtypes) -> host outputs, in the declaration's order."""
+        for name, array in feed.items():
+            self.inputs[name].update_inplace(np.ascontiguousarray(array))
+        self.session.run_with_iobinding(self.binding)
+        return [value.numpy() for value in self.outputs]
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs a bundle's ONNX graphs with onnxruntime.
 
@@ -61,8 +93,10 @@ class OnnxRuntimeBackend(Backend):
     (onnxruntime session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``) and
     ``cpu_rewrites`` (default True: on the CPU, fp32 synthesis runs the graph rewritten by
     :mod:`lgfa_deploy.backends.onnxruntime_cpu_graph`, Winograd convolutions and folded gains).
-    On CUDA, inputs are bound from host memory and outputs stay in device memory until one copy
-    back per call (I/O binding), so onnxruntime allocates nothing per call. ``precision="fp16"``
+    On CUDA every session must really run on the CUDA provider (onnxruntime falls back to the CPU
+    silently when the CUDA or cuDNN libraries are missing; that is refused in one line), and each
+    graph and batch size gets device buffers once (:class:`DeviceBinding`): a call copies its inputs
+    into them and its outputs out of them, and onnxruntime allocates nothing. ``precision="fp16"``
     applies to synthesis, nearly all of the work; the small text, motion and mapping graphs and the
     photo graphs (run once per photo) stay fp32, as in the torch backend (and onnxruntime 1.32's CPU
     provider crashes optimising the fp16 text encoder).
@@ -90,7 +124,9 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(bundle, device, precision)
         self.device_id = device_id
         if device == "cuda":
-            self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+            # use_tf32 off: "fp32" computes in FP32 (TF32 convolutions would be another precision).
+            self._providers: list = [("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "0"}),
+                                     "CPUExecutionProvider"]
         else:
             self._providers = ["CPUExecutionProvider"]
         self._options = ort.SessionOptions()
@@ -107,6 +143,9 @@ class OnnxRuntimeBackend(Backend):
         """How often each CPU rewrite applied to synthesis (empty when none ran)."""
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._input_types: dict[str, dict[str, type]] = {}
+        self._bindings: dict[tuple[str, int], DeviceBinding] = {}
+        self.providers: dict[str, list[str]] = {}
+        """Graph -> the execution providers its session really runs on, in onnxruntime's order."""
         self._lock = threading.Lock()
         for graph in EAGER_GRAPHS:
             if graph in bundle.graph_names:
@@ -120,14 +159,21 @@ class OnnxRuntimeBackend(Backend):
                 session = self._load_rewritten(path) if graph == "synthesis" and self._cpu_rewrites else self._load(path)
                 self._check_io(graph, path, session)
                 self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+                self.providers[graph] = session.get_providers()
                 self._sessions[graph] = session
             return self._sessions[graph]
 
     def _load(self, path: Path) -> ort.InferenceSession:
         try:
-            return ort.InferenceSession(str(path), self._options, providers=self._providers)
+            session = ort.InferenceSession(str(path), self._options, providers=self._providers)
         except _LOAD_ERRORS as exc:
             raise _damaged(path, exc) from None
+        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise LgfaError(
+                f"onnxruntime could not start its CUDA provider for {path.name} (it would run on the CPU): "
+                "install the CUDA 12 and cuDNN 9 libraries onnxruntime-gpu needs, or use --device cpu"
+            )
+        return session
 
     def _load_rewritten(self, path: Path) -> ort.InferenceSession:
         """A CPU session of ``path`` after :func:`rewrite_for_cpu`; the plain graph where onnx is missing."""
@@ -170,13 +216,7 @@ class OnnxRuntimeBackend(Backend):
         feed = {name: array.astype(self._input_types[graph][name], copy=False) for name, array in inputs.items()}
         try:
             if self.device == "cuda":
-                binding = session.io_binding()
-                for name, array in feed.items():
-                    binding.bind_cpu_input(name, array)
-                for name in spec.output_names:
-                    binding.bind_output(name, "cuda", self.device_id)
-                session.run_with_iobinding(binding)
-                values = binding.copy_outputs_to_cpu()
+                values = self._binding(graph, batch).run(feed)
             else:
                 values = session.run(spec.output_names, feed)
         except _LOAD_ERRORS as exc:
@@ -186,6 +226,14 @@ class OnnxRuntimeBackend(Backend):
             for tensor, value in zip(spec.outputs, values)
         }
 
+    def _binding(self, graph: str, batch: int) -> DeviceBinding:
+        """The device buffers of ``graph`` at ``batch``, made on first use."""
+        key = (graph, batch)
+        if key not in self._bindings:
+            self._bindings[key] = DeviceBinding(self._session(graph), self.spec(graph), batch, "cuda", self.device_id)
+        return self._bindings[key]
+
     def close(self) -> None:
+        self._bindings.clear()
         self._sessions.clear()
 

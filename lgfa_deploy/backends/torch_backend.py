@@ -1,16 +1,27 @@
 """The torch backend: the bundle's weights in the PyTorch networks of ``training/``.
 
-On a GPU the synthesis network, which is nearly all of the work, runs in FP16 (the generator keeps
-the demodulation statistics in FP32) with channels_last activations, optionally through
-``torch.compile``, and is replayed from one CUDA graph per batch size; the conversion to uint8 BGR
-is part of that graph, so each frame crosses to the host as 3 bytes a pixel. The small text,
-motion and mapping networks and the photo path's networks (e4e from the bundle's
-``e4e.safetensors``, CLIP's image tower, the visual mapper) run eagerly in FP32. On the CPU
-everything runs plain eager FP32. The ``reference`` formulation renders synthesis the way the
-reference implementation runs (``training.stylegan2.synthesis_reference``): the benchmarks' baseline.
+On a GPU the synthesis network, which is nearly all of the work, runs at the requested precision
+(FP16: the generator keeps the demodulation statistics in FP32 and its StyleGAN2-ADA guards keep
+activations finite) with channels_last activations, optionally through ``torch.compile``, and is
+replayed from one CUDA graph per batch size; the conversion to uint8 BGR is part of that graph, so
+each frame crosses to the host as 3 bytes a pixel, through a pinned buffer. Precision is explicit:
+"fp32" turns TF32 off for convolutions and matrix products unless ``tf32=True`` asks for it
+(:attr:`TorchBackend.math` names what ran: fp32, tf32 or fp16). The small text, motion and
+mapping networks and the photo path's networks (e4e from the bundle's ``e4e.safetensors``, CLIP's
+image tower, the visual mapper) run eagerly in FP32. On the CPU everything runs plain eager FP32.
+The ``reference`` formulation renders synthesis the way the reference implementation runs
+(``training.stylegan2.synthesis_reference``): the benchmarks' baseline.
+
+One graph mechanism at a time: our own CUDA graphs (captured in thread-local mode, so another
+thread's CUDA calls cannot break a capture) around an optionally compiled network whose mode
+brings no CUDA graphs of its own; a compile mode that does (``reduce-overhead``, ``max-autotune``)
+is refused while ``cuda_graphs`` is on. Compiled, batches are padded up to the next power of two,
+so at most six shapes (1 to 32) are compiled, well inside torch's recompile limit of 8, after
+which it would fall back to eager silently.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Callable
@@ -32,6 +43,14 @@ log = logging.getLogger(__name__)
 
 WARMUP_RUNS = 3
 FORMULATIONS = ("export", "reference")
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+"""torch.compile modes that add Inductor's own CUDA graphs: not inside ours."""
+DEFAULT_COMPILE_MODE = "max-autotune-no-cudagraphs"
+
+
+def padded_batch(batch: int) -> int:
+    """The batch a compiled network runs ``batch`` at: the next power of two (bounded shapes)."""
+    return 1 << max(batch - 1, 0).bit_length()
 
 
 def uint8_bgr(images: Tensor) -> Tensor:
@@ -45,10 +64,11 @@ class TorchBackend(Backend):
 
     Options: ``formulation`` (default ``"export"``, the generator's own export-friendly forward;
     ``"reference"``: rosinality's per-sample weights and grouped convolutions, FP32 only). GPU only
-    (the CPU always runs eager FP32): ``cuda_graphs`` (default True) replays synthesis from a CUDA
-    graph captured per batch size after warm-up runs; ``channels_last`` (default True); ``compile``
-    (default False; True or a ``torch.compile`` mode string) compiles the synthesis network first,
-    which costs minutes once per batch size and process.
+    (the CPU always runs eager FP32): ``device_id`` (default 0); ``cuda_graphs`` (default True)
+    replays synthesis from a CUDA graph captured per batch size after warm-up runs;
+    ``channels_last`` (default True); ``tf32`` (default False: "fp32" computes in FP32);
+    ``compile`` (default False; True or a ``torch.compile`` mode string) compiles the synthesis
+    network first, which costs minutes once per batch size and process.
     """
 
     name = "torch"
@@ -62,6 +82,8 @@ class TorchBackend(Backend):
         channels_last: bool = True,
         compile: bool | str = False,
         formulation: str = "export",
+        tf32: bool = False,
+        device_id: int = 0,
     ) -> None:
         if formulation not in FORMULATIONS:
             raise LgfaError(f"torch formulation {formulation!r} is unknown; choose export or reference")
@@ -76,6 +98,15 @@ class TorchBackend(Backend):
             raise LgfaError("device cuda was asked for, but torch finds no CUDA GPU; use --device cpu")
         if device == "cpu" and precision == "fp16":
             raise LgfaError("the torch backend runs fp16 on a GPU only; use --precision fp32 on the CPU")
+        on_gpu = device == "cuda"
+        if on_gpu and not 0 <= device_id < torch.cuda.device_count():
+            raise LgfaError(f"CUDA GPU {device_id} does not exist; torch sees {torch.cuda.device_count()}")
+        mode = (compile if isinstance(compile, str) else DEFAULT_COMPILE_MODE) if compile else None
+        if on_gpu and mode in GRAPHING_COMPILE_MODES and cuda_graphs:
+            raise LgfaError(
+                f"torch.compile mode {mode} adds its own CUDA graphs; use mode {DEFAULT_COMPILE_MODE} "
+                "(the default), or turn this backend's cuda_graphs off"
+            )
         super().__init__(bundle, device, precision)
         try:
             models = load_models(checkpoint=str(bundle.weights_path))
@@ -89,9 +120,10 @@ class TorchBackend(Backend):
                 f"the weights of bundle {bundle.root} are for (resolution, latents, style, embedding) {found}, "
                 f"its manifest declares {declared}; re-export the bundle"
             )
-        on_gpu = device == "cuda"
-        self._device = torch.device(device)
+        self._device = torch.device("cuda", device_id) if on_gpu else torch.device("cpu")
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.math = precision if precision == "fp16" or not on_gpu else ("tf32" if tf32 else "fp32")
+        """What synthesis computes in: "fp32", "tf32" (FP32 storage, TF32 convolutions) or "fp16"."""
         self._frames = bundle.frames
         self._model = models.model.to(self._device).eval()
         self._text_encoder = TextEncoder(self._model.encoder).eval()
@@ -108,14 +140,19 @@ class TorchBackend(Backend):
         self._reference = formulation == "reference"
         self._use_graphs = on_gpu and cuda_graphs
         self._render: Callable[[Tensor], Tensor] = self._render_eager
+        self._compiled = False
         if on_gpu:
+            # Process-wide switches: the last backend opened sets them.
             torch.backends.cudnn.benchmark = True
-            if compile:
-                mode = compile if isinstance(compile, str) else "max-autotune-no-cudagraphs"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            if mode is not None:
                 self._render = torch.compile(self._render_eager, mode=mode, dynamic=False)
+                self._compiled = True
         elif compile:
             log.info("torch.compile is used on the GPU only; the CPU runs eager")
-        self._graphs: dict[int, tuple[Tensor, Tensor, torch.cuda.CUDAGraph]] = {}
+        # batch -> (static input, static output, graph or None where capture failed, pinned host frames)
+        self._graphs: dict[int, tuple[Tensor, Tensor, torch.cuda.CUDAGraph | None, Tensor]] = {}
         self._pool = None
 
     # -- graphs ----------------------------------------------------------------------------------
@@ -129,9 +166,13 @@ class TorchBackend(Backend):
             return synthesis_reference(self._generator, latents)
         return self._generator.synthesis(latents)
 
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        """This backend's GPU as the calling thread's current device (a no-op on the CPU)."""
+        return torch.cuda.device(self._device) if self.device == "cuda" else contextlib.nullcontext()
+
     def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = {name: torch.from_numpy(array).to(self._device) for name, array in inputs.items()}
-        with torch.inference_mode():
+        with self._on_device(), torch.inference_mode():
             if graph == "text_encoder":
                 out = self._text_encoder(x["tokens"])
             elif graph == "motion":
@@ -164,32 +205,57 @@ class TorchBackend(Backend):
     def frames(self, latents: np.ndarray) -> np.ndarray:
         batch, checked = self.check_inputs("synthesis", {"latents": latents})
         host = torch.from_numpy(checked["latents"])
-        if not self._use_graphs:
+        if self.device == "cpu":
             with torch.inference_mode():
-                return self._render(host.to(self._device)).cpu().numpy()
-        static_in, static_out, graph = self._graphs.get(batch) or self._capture(batch)
-        with torch.no_grad():
-            static_in.copy_(host)
-            graph.replay()
-            return static_out.cpu().numpy()
+                return self._render(host).numpy()
+        run_batch = padded_batch(batch) if self._compiled else batch
+        if run_batch != batch:
+            host = torch.cat([host, host[-1:].expand(run_batch - batch, -1, -1)])
+        with self._on_device():  # the calling thread may be a stream's producer
+            if not self._use_graphs:
+                with torch.inference_mode():
+                    return self._render(host.to(self._device))[:batch].cpu().numpy()
+            static_in, static_out, graph, pinned = self._graphs.get(run_batch) or self._capture(run_batch)
+            with torch.no_grad():
+                static_in.copy_(host, non_blocking=False)
+                if graph is not None:
+                    graph.replay()
+                else:
+                    static_out.copy_(self._render(static_in))
+                pinned.copy_(static_out, non_blocking=True)
+                torch.cuda.current_stream().synchronize()
+            return pinned[:batch].numpy().copy()  # the pinned buffer is reused by the next call
 
-    def _capture(self, batch: int) -> tuple[Tensor, Tensor, torch.cuda.CUDAGraph]:
-        """Warm up (cuDNN autotuning, compilation) on a side stream, then capture synthesis for ``batch``."""
+    def _capture(self, batch: int) -> tuple[Tensor, Tensor, torch.cuda.CUDAGraph | None, Tensor]:
+        """Warm up (cuDNN autotuning, compilation) on a side stream, then capture synthesis for ``batch``.
+
+        A capture that fails leaves that batch size running the network without a graph.
+        """
         log.debug("capturing a CUDA graph of synthesis for batch %d", batch)
         static_in = torch.zeros((batch, self.bundle.n_latent, self.bundle.style_dim), device=self._device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.no_grad(), torch.cuda.stream(side):
             for _ in range(WARMUP_RUNS):
-                self._render(static_in)
+                static_out = self._render(static_in)
         torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize(self._device)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        # Graphs share one memory pool: they are replayed one at a time, from one thread.
-        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
-            static_out = self._render(static_in)
-        self._graphs[batch] = (static_in, static_out, graph)
+        graph: torch.cuda.CUDAGraph | None = torch.cuda.CUDAGraph()
+        try:
+            # Graphs share one memory pool: they are replayed one at a time, under the pipeline's lock.
+            with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                static_out = self._render(static_in)
+        except RuntimeError as exc:
+            log.warning("no CUDA graph for synthesis at batch %d (%s); it runs without one", batch,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            graph = None
+            torch.cuda.synchronize(self._device)
+            with torch.no_grad():
+                static_out = self._render(static_in)
+        pinned = torch.empty(static_out.shape, dtype=static_out.dtype, pin_memory=True)
+        self._graphs[batch] = (static_in, static_out, graph, pinned)
         return self._graphs[batch]
 
     def close(self) -> None:

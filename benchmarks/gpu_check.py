@@ -1,0 +1,439 @@
+"""The one command to run first on a GPU machine: GPU tests, an ffhq-1024 bundle, the torch backend's
+speed, training steps/s; results as JSON and a PNG in ``--out``.
+
+It runs from a plain checkout on the GPU machine as it comes (python3 3.12, torch with CUDA, onnx,
+onnxruntime, numpy; no OpenCV, open_clip or TensorRT), once the wheels it lacks are installed from
+``.whl/`` (git-ignored: download them on any machine with PyPI, 21 files, 36 MB, and carry the
+folder along with the tree)::
+
+    python3 -m pip download --only-binary=:all: --no-deps --python-version 3.12 \\
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
+        -d .whl open_clip_torch ftfy wcwidth regex safetensors tqdm torchvision==0.26.0 pillow \\
+        pytest pluggy iniconfig pygments packaging \\
+        matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    python3 benchmarks/gpu_check.py --out $OUT
+
+(torchvision==0.26.0 is the build for torch 2.11 with CUDA 13.0, which the GPU machine has: open_clip
+imports torchvision; pick the torchvision of the torch you find there.) Steps, each in its own
+process with its own time budget, in order: ``environment``; ``gpu_tests`` (``pytest -m gpu
+tests/test_gpu.py``); ``bundle`` (``lgfa export --preset ffhq-1024 --random-init --no-photo
+--max-batch 32``; should it fail or overrun, ``synthesis_direct`` times the generator's synthesis
+alone, eager FP32 and FP16, so that some figures come back); ``bench_graphs`` (``lgfa bench`` of
+the torch backend, FP32 and FP16 with CUDA graphs, batch 1, 4, 16, 32: synthesis, frames, first
+frame of a 16-frame clip, stream; peak GPU
+memory; each run has its own eager FP32 baseline); ``bench_eager`` (the same without CUDA graphs);
+``training`` (steps/s of the paper's step at 1024 px: text -> motion -> W+ -> synthesis -> CLIP
+loss, backward, Adam); ``bench_compile`` (FP16, CUDA graphs around ``torch.compile`` in its default
+mode, batch 32: the backend's own default, max-autotune, would not fit the budget). A
+step that fails or overruns is recorded with the tail of its output and the rest go on; the JSON is
+rewritten after every step, so whatever finished before a kill is there. The summary compares the
+best figures with issue 8's targets (>= 400 frames/s at the best batch, first frame <= 10 ms,
+>= 6x eager FP32 in the same run, <= 4 GiB at batch 1). ``--out`` gets at most 6 files, flat:
+``gpu_check.json``, ``gpu_check.png`` and the ``bench_*.json`` of each bench step. Commit them under
+``benchmarks/results/`` with the GPU and date in front of their names (``h200-2026-12-01-bench_graphs.json``)
+and regenerate ``benchmarks/README.md`` with ``python benchmarks/make_table.py``.
+
+``--rehearse`` runs the same steps on the CPU with the tiny preset and small counts (the test
+suite does, so the first GPU run is not the script's first run); a whole GPU run takes about
+8 minutes at most (``--budget``, seconds, default 460).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "synthesis_fps": 400.0,  # 1024 px frames/s at the best batch (H100/H200)
+    "first_frame_ms": 10.0,  # first frame of a 16-frame clip
+    "ratio_to_eager_fp32": 6.0,  # in the same run
+    "batch1_gpu_memory_gib": 4.0,
+}
+log = logging.getLogger("gpu_check")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures: the GPU run, or its CPU rehearsal."""
+
+    device: str
+    preset: str
+    batches: tuple[int, ...]
+    compile_batches: tuple[int, ...]
+    compile_precision: str  # the CPU runs fp32 only (and ignores compile: the step still runs)
+    iters: int
+    stream_frames: int
+    train_steps: int
+    budgets: dict[str, float] = field(default_factory=dict)
+
+
+GPU_PLAN = Plan("cuda", "ffhq-1024", (1, 4, 16, 32), (32,), "fp16", 20, 200, 10, {
+    "gpu_tests": 120, "bundle": 150, "synthesis_direct": 60, "bench_graphs": 110, "bench_eager": 50, "training": 45,
+    "bench_compile": 90,
+})
+REHEARSAL = Plan("cpu", "tiny", (1, 4), (4,), "fp32", 2, 6, 2, {
+    "gpu_tests": 60, "bundle": 200, "synthesis_direct": 60, "bench_graphs": 150, "bench_eager": 120, "training": 60,
+    "bench_compile": 120,
+})
+
+
+# -- the steps' own work -------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    """The machine and the packages the figures depend on (never fails)."""
+    info: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda"] = torch.version.cuda
+        info["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                           "capability": f"{props.major}.{props.minor}", "count": torch.cuda.device_count()}
+    except ImportError:
+        info["torch"] = None
+    for name in ("onnx", "onnxruntime", "open_clip", "torchvision", "tensorrt", "cupy", "triton", "cv2", "matplotlib",
+                 "pytest"):
+        try:
+            module = __import__(name)
+            info[name] = getattr(module, "__version__", "present")
+        except Exception as exc:  # noqa: BLE001 - a broken package is reported, not fatal
+            info[name] = None if isinstance(exc, ImportError) else f"broken: {type(exc).__name__}"
+    try:
+        import onnxruntime
+
+        info["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    return info
+
+
+def training_speed(preset_name: str, device: str, steps: int, batch: int = 2) -> dict[str, Any]:
+    """Steps/s of the paper's training step on random weights (no data set): text -> motion (the
+    training decay, T = preset.train_frames) -> W+ -> synthesis of the last frame -> the loss CLIP's
+    contrastive term + the path, latent and endpoint regularisers; backward; Adam on the motion
+    generator and mappers. Like ``training.train`` without the data loader and LPIPS (which need
+    OpenCV and LPIPS weights)."""
+    import torch
+
+    from training.checkpoints import load_models
+    from training.clip_model import clip_image_size, create_clip, tokenize
+    from training.losses import (
+        clip_normalize,
+        contrastive_loss,
+        endpoint_regularizer,
+        latent_regularizer,
+        path_regularizer,
+        resize_images,
+    )
+
+    models = load_models(preset=preset_name, random_init=True)
+    preset, model, generator = models.preset, models.model.to(device), models.generator.to(device).eval()
+    generator.requires_grad_(False)
+    model.encoder.requires_grad_(False)
+    loss_clip = create_clip(preset.loss_clip_model).to(device).eval().requires_grad_(False)
+    size = clip_image_size(loss_clip)
+    trained = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    optimizer = torch.optim.Adam(trained, lr=1e-4)
+    texts = ["The person is smiling.", "The person is angry."] * batch
+    tokens = tokenize(texts[:batch]).to(device)
+    with torch.no_grad():
+        text_features = loss_clip.encode_text(tokens).float()
+        content = generator.mapping(torch.randn(batch, preset.style_dim, device=device))[:, None]
+        content = content.repeat(1, preset.n_latent, 1)
+
+    def step() -> float:
+        text_embedding = model.encode_text(tokens)
+        h0 = torch.zeros(batch, preset.motion_hidden, device=device)
+        offsets = model.motion_offsets(text_embedding, preset.train_frames, None, decay="constant", h0=h0)
+        latents = model.compose(content, offsets, None)
+        last = generator.synthesis(latents[:, -1])
+        features = loss_clip.encode_image(clip_normalize(resize_images(last, size)))
+        loss = (contrastive_loss(features, text_features, 0.07, 1) + path_regularizer(offsets)
+                + latent_regularizer(latents, content) + endpoint_regularizer(offsets))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    sync()
+    elapsed = time.perf_counter() - start
+    result = {"preset": preset.name, "resolution": preset.resolution, "batch": batch, "train_frames": preset.train_frames,
+              "steps": steps, "steps_per_s": steps / elapsed, "last_loss": loss, "precision": "fp32 (TF32 off)"}
+    if device == "cuda":
+        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def synthesis_speed(preset_name: str, device: str, batches: list[int], iters: int) -> dict[str, Any]:
+    """Frames/s of the generator's synthesis alone, eager, FP32 (TF32 off) and FP16, channels_last on a
+    GPU: the fallback figures when no bundle could be exported for ``lgfa bench``."""
+    import torch
+
+    from training.presets import get_preset
+    from training.stylegan2 import generator_from_preset
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    preset = get_preset(preset_name)
+    rows = []
+    for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
+        if device == "cpu" and dtype == torch.float16:
+            continue
+        generator = generator_from_preset(preset).to(device, dtype).eval()
+        if device == "cuda":
+            generator = generator.to(memory_format=torch.channels_last)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        for batch in batches:
+            latents = torch.randn(batch, preset.n_latent, preset.style_dim, device=device, dtype=dtype)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            with torch.inference_mode():
+                for _ in range(2):
+                    generator.synthesis(latents)
+                sync()
+                start = time.perf_counter()
+                for _ in range(iters):
+                    generator.synthesis(latents)
+                sync()
+            seconds = (time.perf_counter() - start) / iters
+            row = {"precision": precision, "batch": batch, "ms_per_call": seconds * 1000, "fps": batch / seconds}
+            if device == "cuda":
+                row["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rows.append(row)
+    return {"preset": preset.name, "resolution": preset.resolution, "mode": "eager, no CUDA graphs", "rows": rows}
+
+
+# -- the orchestration ---------------------------------------------------------------------------
+
+
+class Check:
+    """Runs the steps one after the other within the budget, rewriting the results after each."""
+
+    def __init__(self, out: Path, plan: Plan, budget: float, rehearse: bool) -> None:
+        self.out, self.plan, self.rehearse = out, plan, rehearse
+        self.deadline = time.monotonic() + budget
+        self.work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        self.bundle = self.work / f"{plan.preset}-bundle"
+        self.doc: dict[str, Any] = {"schema": "lgfa-gpu-check/1", "rehearsal": rehearse, "plan": plan.__dict__,
+                                    "targets": TARGETS, "steps": {}}
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        if rehearse:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # the rehearsal is the CPU's, even on a GPU machine
+        self.env = env
+
+    def save(self) -> None:
+        path = self.out / "gpu_check.json"
+        path.write_text(json.dumps(self.doc, indent=1, default=str) + "\n")
+
+    def record(self, name: str, status: str, started: float, **details: Any) -> dict[str, Any]:
+        entry = {"status": status, "seconds": round(time.perf_counter() - started, 1), **details}
+        self.doc["steps"][name] = entry
+        log.info("%s: %s (%.0f s)", name, status, entry["seconds"])
+        self.save()
+        return entry
+
+    def run(self, name: str, args: list[str]) -> dict[str, Any]:
+        """One step as a subprocess of this Python, within its budget and what is left of the whole."""
+        started = time.perf_counter()
+        timeout = min(self.plan.budgets[name], self.deadline - time.monotonic())
+        if timeout < 10:
+            return self.record(name, "not run: out of time", started)
+        try:
+            done = subprocess.run([sys.executable, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:  # its output so far comes as bytes, whatever text= says
+            streams = [s.decode(errors="replace") if isinstance(s, bytes) else s for s in (exc.stdout, exc.stderr) if s]
+            return self.record(name, f"overran its {timeout:.0f} s", started, output_tail="".join(streams)[-3000:])
+        status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
+        return self.record(name, status, started, output_tail=(done.stdout + done.stderr)[-3000:])
+
+    def helper(self, name: str, args: list[str]) -> None:
+        """A measurement of this script's own, in a process of its own; its result goes into the step."""
+        result = self.work / f"{name}.json"
+        self.run(name, [str(Path(__file__).resolve()), *args, "--preset", self.plan.preset, "--device", self.plan.device,
+                        "--out", str(result)])
+        if result.is_file():
+            self.doc["steps"][name]["result"] = json.loads(result.read_text())
+            self.save()
+
+    def bench(self, name: str, precisions: str, batches: tuple[int, ...], stages: str, options: list[str]) -> None:
+        if not (self.bundle / "manifest.json").is_file():
+            self.record(name, "not run: no bundle", time.perf_counter())
+            return
+        result = self.out / f"{name}.json"
+        args = ["-m", "lgfa_deploy.cli", "bench", "--bundle", str(self.bundle), "--backend", "torch",
+                "--device", self.plan.device, "--precision", precisions, "--batch", ",".join(map(str, batches)),
+                "--stages", stages, "--iters", str(self.plan.iters), "--warmup", "2",
+                "--frames", str(self.plan.stream_frames), "--no-cpu-peak", "--json", str(result)]
+        for option in options:
+            args += ["--option", option]
+        if self.rehearse:
+            args += ["--threads", "2"]
+        self.run(name, args)
+
+    def steps(self) -> None:
+        started = time.perf_counter()
+        self.record("environment", "ok", started, **environment())
+        # -v: one line per test as it ends, so an overrun still shows which passed.
+        self.run("gpu_tests", ["-m", "pytest", "-v", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_gpu.py"])
+        max_batch = max(self.plan.batches)
+        self.run("bundle", ["-m", "lgfa_deploy.cli", "export", "--preset", self.plan.preset, "--random-init",
+                            "--no-photo", "--max-batch", str(max_batch), "--out", str(self.bundle), "--force"])
+        if not (self.bundle / "manifest.json").is_file():  # no lgfa bench without a bundle: synthesis alone
+            self.helper("synthesis_direct", ["--synthesis-only", "--batches", ",".join(map(str, self.plan.batches)),
+                                             "--iters", str(self.plan.iters)])
+        stages = "synthesis,frames,first_frame,stream"
+        self.bench("bench_graphs", "fp32,fp16", self.plan.batches, stages, [])
+        self.bench("bench_eager", "fp32,fp16", self.plan.batches, stages, ["torch.cuda_graphs=false"])
+        self.helper("training", ["--training-only", "--steps", str(self.plan.train_steps)])
+        # Last: compiling 1024 px synthesis is the step most likely to overrun.
+        self.bench("bench_compile", self.plan.compile_precision, self.plan.compile_batches, "synthesis,frames",
+                   ["torch.compile=default"])
+        self.summarise()
+
+    def summarise(self) -> None:
+        """The best figures against issue 8's targets, and the plot."""
+        rows = []
+        for name in ("bench_graphs", "bench_eager", "bench_compile"):
+            path = self.out / f"{name}.json"
+            if path.is_file():
+                for row in json.loads(path.read_text())["results"]:
+                    rows.append({**row, "run": name})
+        direct = self.doc["steps"].get("synthesis_direct", {}).get("result", {})
+        for row in direct.get("rows", []):  # the fallback's figures, in the bench's terms
+            memory = row.get("peak_gpu_memory_gib")
+            rows.append({**row, "run": "synthesis_direct", "stage": "synthesis", "baseline": False,
+                         "peak_gpu_memory_mib": None if memory is None else memory * 1024})
+        self.doc["summary"] = summary = compare_with_targets(rows)
+        self.save()
+        plot_path = self.out / "gpu_check.png"
+        try:
+            plot(rows, plot_path, self.doc["steps"]["environment"].get("gpu", {}).get("name", self.plan.device))
+        except ImportError:
+            summary["plot"] = "not drawn: matplotlib is missing"
+        self.save()
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def compare_with_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best synthesis fps, best first frame, best ratio to eager FP32 (same run), batch-1 peak memory."""
+    def best(stage: str, key: str, lowest: bool = False) -> dict[str, Any] | None:
+        found = [r for r in rows if r["stage"] == stage and not r.get("baseline") and r.get(key) is not None]
+        if not found:
+            return None
+        return (min if lowest else max)(found, key=lambda r: r[key])
+
+    def label(row: dict[str, Any] | None) -> str | None:
+        return None if row is None else f"{row['run']} {row['precision']} batch {row['batch']}"
+
+    fps, first, ratio = best("synthesis", "fps"), best("first_frame", "p50_ms", lowest=True), best("synthesis", "ratio")
+    batch1 = [r["peak_gpu_memory_mib"] for r in rows if r["batch"] == 1 and r.get("peak_gpu_memory_mib") is not None
+              and not r.get("baseline")]
+    figures = {
+        "synthesis_fps": (fps or {}).get("fps"),
+        "first_frame_ms": (first or {}).get("p50_ms"),
+        "ratio_to_eager_fp32": (ratio or {}).get("ratio"),
+        "batch1_gpu_memory_gib": min(batch1) / 1024 if batch1 else None,
+    }
+    where = {"synthesis_fps": label(fps), "first_frame_ms": label(first), "ratio_to_eager_fp32": label(ratio)}
+    lower_is_better = {"first_frame_ms", "batch1_gpu_memory_gib"}
+    return {
+        name: {
+            "value": value,
+            "target": TARGETS[name],
+            "met": None if value is None else (value <= TARGETS[name] if name in lower_is_better else value >= TARGETS[name]),
+            "where": where.get(name),
+        }
+        for name, value in figures.items()
+    }
+
+
+def plot(rows: list[dict[str, Any]], path: Path, device: str) -> None:
+    """Synthesis and stream frames/s against batch, one line per run and precision, with the 400 fps target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, stage in zip(axes, ("synthesis", "stream")):
+        lines: dict[str, list[tuple[int, float]]] = {}
+        for r in rows:
+            if r["stage"] == stage and r.get("fps") and not r.get("baseline"):
+                lines.setdefault(f"{r['run'].removeprefix('bench_')} {r['precision']}", []).append((r["batch"], r["fps"]))
+        for name, points in sorted(lines.items()):
+            points.sort()
+            ax.plot([b for b, _ in points], [f for _, f in points], marker="o", label=name)
+        ax.axhline(TARGETS["synthesis_fps"], color="grey", linestyle="--", linewidth=1, label="target 400 fps")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch")
+        ax.set_ylabel("frames/s")
+        ax.set_title(f"{stage} on {device}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path, help="results folder (created; at most 6 files)")
+    parser.add_argument("--rehearse", action="store_true", help="the same steps on the CPU with the tiny preset")
+    parser.add_argument("--budget", type=float, default=None, help="seconds for everything (default 460; 900 rehearsing)")
+    parser.add_argument("--training-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default="ffhq-1024", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--synthesis-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", default="1", help=argparse.SUPPRESS)
+    parser.add_argument("--iters", type=int, default=10, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.training_only or args.synthesis_only:  # a helper step, run by the orchestration in its own process
+        if args.training_only:
+            result = training_speed(args.preset, args.device, args.steps)
+        else:
+            result = synthesis_speed(args.preset, args.device, [int(b) for b in args.batches.split(",")], args.iters)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    plan = REHEARSAL if args.rehearse else GPU_PLAN
+    check = Check(args.out, plan, args.budget or (900.0 if args.rehearse else 460.0), args.rehearse)
+    try:
+        check.steps()
+    finally:
+        check.close()
+    failed = [name for name, step in check.doc["steps"].items() if step["status"] != "ok"]
+    log.info("results in %s%s", args.out, f"; not ok: {', '.join(failed)}" if failed else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
