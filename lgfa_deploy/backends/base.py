@@ -22,6 +22,9 @@ from lgfa_deploy.graphs import GraphSpec
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+RUNTIME_PRECISIONS = (*PRECISIONS, "bf16")
+"""Precisions a backend may run: the bundle's graph precisions, and bf16, which OpenVINO derives
+from the FP32 graphs on CPUs that compute it natively (other backends refuse what they cannot run)."""
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,15 @@ class BackendInfo:
     cls: str
     packages: tuple[str, ...]  # top-level import names whose absence means "install the extra"
     extra: str
+    precisions: tuple[str, ...] = PRECISIONS
 
 
 BACKENDS: dict[str, BackendInfo] = {
     "onnxruntime": BackendInfo(
         "lgfa_deploy.backends.onnxruntime_backend", "OnnxRuntimeBackend", ("onnxruntime",), "cpu"
+    ),
+    "openvino": BackendInfo(
+        "lgfa_deploy.backends.openvino_backend", "OpenVinoBackend", ("openvino",), "openvino", ("fp32", "bf16", "fp16")
     ),
     "tensorrt": BackendInfo(
         "lgfa_deploy.backends.tensorrt_backend", "TensorRTBackend", ("tensorrt", "cuda"), "tensorrt"
@@ -136,10 +143,10 @@ def open_backend(
     precision: str = "fp32",
     **options: Any,
 ) -> Backend:
-    """Open ``bundle`` on backend ``name`` ("onnxruntime", "tensorrt" or "torch").
+    """Open ``bundle`` on backend ``name`` ("onnxruntime", "openvino", "tensorrt" or "torch").
 
-    ``device`` is "cpu", "cuda" or "auto" (CUDA when the backend finds a GPU); ``precision`` "fp32"
-    or "fp16"; ``options`` go to the backend (see each backend's class). An unknown backend, a missing
+    ``device`` is "cpu", "cuda" or "auto" (CUDA when the backend finds a GPU); ``precision`` "fp32",
+    "fp16" or "bf16" (openvino); ``options`` go to the backend (see each backend's class). An unknown backend, a missing
     package, an unavailable device or precision raise :class:`LgfaError`.
     """
     info = BACKENDS.get(name)
@@ -147,8 +154,13 @@ def open_backend(
         raise LgfaError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise LgfaError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    if precision not in PRECISIONS:
-        raise LgfaError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision not in RUNTIME_PRECISIONS:
+        raise LgfaError(f"unknown precision {precision!r}; choose one of: {', '.join(RUNTIME_PRECISIONS)}")
+    if precision not in info.precisions:
+        able = [n for n, i in BACKENDS.items() if precision in i.precisions]
+        raise LgfaError(
+            f"the {name} backend runs {', '.join(info.precisions)}, not {precision}; {precision} runs on --backend {' or '.join(able)}"
+        )
     try:
         module = importlib.import_module(info.module)
     except ImportError as exc:
