@@ -140,22 +140,31 @@ def open_backend(
     name: str,
     bundle: Bundle,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     **options: Any,
 ) -> Backend:
-    """Open ``bundle`` on backend ``name`` ("onnxruntime", "openvino", "tensorrt" or "torch").
+    """Open ``bundle`` on backend ``name`` ("auto", "onnxruntime", "openvino", "tensorrt" or "torch").
 
     ``device`` is "cpu", "cuda" or "auto" (CUDA when the backend finds a GPU); ``precision`` "fp32",
-    "fp16" or "bf16" (openvino); ``options`` go to the backend (see each backend's class). An unknown backend, a missing
+    "fp16", "bf16" (openvino) or "auto" (``auto`` backend: its choice, see
+    :mod:`lgfa_deploy.backends.choice`; any other backend: fp32); ``options`` go to the backend (see each backend's class). An unknown backend, a missing
     package, an unavailable device or precision raise :class:`LgfaError`.
     """
-    info = BACKENDS.get(name)
-    if info is None:
-        raise LgfaError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise LgfaError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    if precision not in RUNTIME_PRECISIONS:
-        raise LgfaError(f"unknown precision {precision!r}; choose one of: {', '.join(RUNTIME_PRECISIONS)}")
+    if precision not in (*RUNTIME_PRECISIONS, "auto"):
+        raise LgfaError(f"unknown precision {precision!r}; choose one of: auto, {', '.join(RUNTIME_PRECISIONS)}")
+    if name == "auto":
+        from lgfa_deploy.backends.choice import choose_backend
+
+        choice = choose_backend(bundle, device, precision)
+        log.info("backend auto: %s %s (%s)", choice.backend, choice.precision, choice.reason)
+        name, precision = choice.backend, choice.precision
+    elif precision == "auto":
+        precision = "fp32"
+    info = BACKENDS.get(name)
+    if info is None:
+        raise LgfaError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
     if precision not in info.precisions:
         able = [n for n, i in BACKENDS.items() if precision in i.precisions]
         raise LgfaError(
