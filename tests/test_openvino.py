@@ -14,7 +14,7 @@ from lgfa_deploy.backends.precision_policy import keeps_fp32
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.cli import main
 from lgfa_deploy.errors import LgfaError
-from tests.helpers import psnr
+from tests.helpers import load_script, psnr
 
 ov = pytest.importorskip("openvino")
 
@@ -153,13 +153,15 @@ def test_other_backends_refuse_bf16_and_openvino_refuses_cuda(tiny_bundle: Path)
         open_backend("openvino", bundle, device="cpu", hint="fast")
 
 
-def test_widest_layers_and_torgb_keep_fp32() -> None:
-    assert keeps_fp32((1, 3, 64, 64), fp32_from=1024)  # a ToRGB or the image skip path, any width
+def test_vectors_torgb_and_widest_layers_keep_fp32() -> None:
+    assert keeps_fp32((1, 512), fp32_from=0)  # a style or demodulation vector
+    assert keeps_fp32((2, 512, 1, 1), fp32_from=0)  # the same, unsqueezed over a feature map
+    assert keeps_fp32((1, 3, 64, 64), fp32_from=0)  # a ToRGB or the image skip path, any width
     assert keeps_fp32((2, 32, 1024, 1024), fp32_from=1024)
-    assert keeps_fp32((1, 64, 512, 512), fp32_from=512)
+    assert keeps_fp32((None, 64, 512, 512), fp32_from=512)
     assert not keeps_fp32((1, 64, 512, 512), fp32_from=1024)
     assert not keeps_fp32((1, 64, 1024, 1024), fp32_from=0)
-    assert not keeps_fp32((1, 512), fp32_from=1)  # modulation, not a feature map
+    assert not keeps_fp32((1, 512, 4, 4), fp32_from=0)
 
 
 # -- auto -------------------------------------------------------------------------------------------
@@ -211,3 +213,31 @@ def test_bench_rows_carry_the_executed_precision(tiny_bundle: Path, tmp_path: Pa
         assert {(s["backend"], s["precision"]) for s in doc["skipped"]} == {("onnxruntime", "bf16"), ("openvino", "bf16")}
         assert "no native bf16" in next(s["reason"] for s in doc["skipped"] if s["backend"] == "openvino")
     assert "openvino_capabilities" in doc["device"]["cpu"]
+
+
+# -- the bf16 emulation behind the policy ------------------------------------------------------------
+def test_bf16_rounding_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    emulation = load_script("bf16_emulation")
+    values = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 10.0 ** np.arange(-5, 5).repeat(1000)
+    values[:4] = [1.0 + 2**-8, 1.0 + 3 * 2**-8, -(1.0 + 2**-8), 0.0]  # ties go to even
+    expected = torch.from_numpy(values).to(torch.bfloat16).float().numpy()
+    assert np.array_equal(emulation.round_bf16(values), expected)
+
+
+def test_emulated_bf16_loses_precision_and_the_policy_wins_it_back(tiny_bundle: Path) -> None:
+    import onnx
+
+    emulation = load_script("bf16_emulation")
+    model = onnx.load(str(tiny_bundle / "synthesis.onnx"))
+    bundle = Bundle.open(tiny_bundle)
+    latents = emulation._latents(bundle, 2, 1)
+    run = lambda m: np.concatenate([emulation._session(m, 1).run(["image"], {"latents": latents[i : i + 1]})[0] for i in range(2)])  # noqa: E731
+    reference = run(model)
+    plain, rounded, kept = emulation.emulate_bf16(model, None)
+    assert kept == 0 and rounded > 0
+    policy, _, kept = emulation.emulate_bf16(model, 0)
+    assert kept > 0
+    plain_db, policy_db = emulation.psnr(reference, run(plain)), emulation.psnr(reference, run(policy))
+    assert 25 < plain_db < 60, "bf16 rounding should cost something, and not everything"
+    assert policy_db > plain_db + 1
