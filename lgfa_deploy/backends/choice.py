@@ -4,10 +4,11 @@ The rule, from the CPU's flags and from measurements committed under benchmarks/
 
 1. On a GPU (onnxruntime finds CUDA): onnxruntime on CUDA, fp32 unless a precision is asked for.
 2. On a CPU that computes bf16 natively (OpenVINO reports BF16 among its OPTIMIZATION_CAPABILITIES:
-   AVX512_BF16 or AMX-BF16) with openvino installed: openvino bf16, with the ToRGBs and the
-   full-resolution layers kept fp32 (:mod:`lgfa_deploy.backends.precision_policy`). Plain bf16 measured
-   41 dB PSNR against fp32 at 256 px and 34 dB at 1024 px (issue 17, an AVX-512 BF16 EPYC); keeping
-   those layers fp32 is what holds :data:`BF16_MIN_PSNR` (see benchmarks/bf16_emulation.py).
+   AVX512_BF16 or AMX-BF16) with openvino installed: openvino bf16, with the style and demodulation
+   vectors and the ToRGBs kept fp32 (:mod:`lgfa_deploy.backends.precision_policy`). Plain bf16
+   measured 41 dB PSNR against fp32 at 256 px and 34 dB at 1024 px (issue 17, an AVX-512 BF16 EPYC);
+   the kept layers hold :data:`BF16_MIN_PSNR` in the emulation of benchmarks/bf16_emulation.py
+   (43 dB at 256 px, 39 dB at 1024 px; plain bf16 there: 37 and 36 dB).
 3. Otherwise fp32 on the backend :func:`fastest_fp32` names for the bundle's resolution.
 
 An explicit precision narrows the choice to the backends that run it. The choice is logged with its
