@@ -173,6 +173,7 @@ def main() -> int:
     doc = {
         "schema": "lgfa-bf16-emulation/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bf16_emulation.py", *sys.argv[1:]]),
         "device": {"name": device_info.cpu_description()["model"], "cpu": device_info.cpu_description()},
         "method": "bf16 emulated in onnxruntime: Cast to BFLOAT16 and back on every input and output of the "
         "rounded layers, weights rounded to nearest even, fp32 arithmetic in between",

@@ -45,6 +45,7 @@ def openvino_backend(tiny_bundle: Path, cache: Path):
         (ZEN3, ["fp32"], {"avx", "avx2", "fma", "f16c"}),
         (ZEN4, ["fp32", "bf16"], {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}),
         (SAPPHIRE_RAPIDS, ["fp32", "bf16", "fp16"], {"amx_bf16", "amx_tile", "amx_int8", "avx_vnni", "avx512_fp16"}),
+        (ZEN3 + " amx_tile amx_bf16", ["fp32", "bf16"], {"amx_tile", "amx_bf16"}),  # either flag counts
         ("processor\t: 0\nmodel name\t: no flags line", ["fp32"], set()),
     ],
 )
@@ -114,9 +115,16 @@ def test_compiled_models_are_cached_by_graph_openvino_and_cpu(tiny_bundle: Path,
 
 
 def test_executed_precision_is_what_openvino_reports(openvino_backend) -> None:
+    latents = np.zeros((1, *openvino_backend.spec("synthesis").inputs[0].shape[1:]), np.float32)
+    openvino_backend.run("synthesis", {"latents": latents})
     executed = openvino_backend.executed["synthesis"]
     assert executed["hint"] == "f32" and set(executed["layers"]) == {"f32"} and executed["layers"]["f32"] > 0
     assert openvino_backend.executed_precision == "f32"
+    # An fp32 model passed off as bf16 is an error, never a silent fp32 run.
+    compiled = openvino_backend._compiled[("synthesis", 1)][0]
+    with pytest.raises(LgfaError, match="compiled synthesis for bf16 but runs it as f32"):
+        openvino_backend._record("synthesis", compiled, "bf16", 0)
+    openvino_backend.executed["synthesis"] = executed
 
 
 @pytest.mark.skipif(NATIVE_BF16, reason="this CPU computes bf16: the refusal is for CPUs without it")
