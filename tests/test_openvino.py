@@ -249,3 +249,16 @@ def test_emulated_bf16_loses_precision_and_the_policy_wins_it_back(tiny_bundle: 
     plain_db, policy_db = emulation.psnr(reference, run(plain)), emulation.psnr(reference, run(policy))
     assert 25 < plain_db < 60, "bf16 rounding should cost something, and not everything"
     assert policy_db > plain_db + 1
+
+
+def test_verify_runs_the_values_on_openvino(tiny_bundle: Path, capsys) -> None:
+    """`lgfa verify --backend openvino`: every graph's values on the openvino backend against PyTorch."""
+    assert main(["verify", str(tiny_bundle), "--backend", "openvino"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if " openvino b=" in line]
+    graphs = {line.split()[0] for line in rows}
+    assert graphs == set(Bundle.open(tiny_bundle).graph_names) and all(" ok " in line for line in rows)
+    assert any(line.startswith("synthesis") and "PSNR" in line for line in rows)
+    assert any(line.startswith("text_encoder") and "cosine" in line for line in rows)
+    code = main(["verify", str(tiny_bundle), "--precision", "bf16"])
+    assert code == 2 and "applies to --backend openvino" in capsys.readouterr().err
