@@ -29,8 +29,9 @@ BF16_MIN_PSNR = 38.0
 """Frames at bf16 must stay at least this close to fp32 (dB PSNR over [-1, 1])."""
 OPENVINO_FP32_FROM = 512
 """From this resolution up, openvino fp32 outran onnxruntime fp32 (with its Winograd rewrites) on
-the CPUs measured: the 2-core AVX2 EPYC of benchmarks/results/cpu-amd-epyc-ffhq-*-2026-11-30.json
-and the AVX-512 EPYC of issue 17 (1024 px: 856 vs 1,069 ms); below it onnxruntime did (256 px)."""
+the CPUs measured: the 2-core AVX2 EPYC of benchmarks/results/ (1024 px: 1,055 ms against
+onnxruntime's best 1,515 ms; 256 px: 703 against 603 ms) and the AVX-512 EPYC of issue 17
+(1024 px: 856 against 1,069 ms; 256 px: 470 against 387 ms); below it onnxruntime did."""
 
 
 @dataclass(frozen=True)
