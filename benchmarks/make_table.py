@@ -101,14 +101,16 @@ def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
     device, bundle, settings = doc["device"], doc["bundle"], doc["settings"]
     peaks = doc["physical_limit"]["peaks"]
     libs = device.get("libraries", {})
-    lib_text = ", ".join(f"{k} {v}" for k, v in libs.items() if k in ("onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "numpy"))
+    lib_text = ", ".join(f"{k} {v}" for k, v in libs.items() if k in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt", "numpy"))
     if device.get("gpu"):
         gpu = device["gpu"]
         where = f"{gpu['name']}, driver {gpu.get('driver')}, CUDA {device.get('cuda')}"
     else:
         cpu = device["cpu"]
         where = (f"CPU {cpu['model']}, {cpu['usable_cpus']} usable CPUs ({', '.join(cpu['vector_extensions'])})"
-                 + (", virtual machine" if cpu.get("virtualized") else ""))
+                 + (", virtual machine" if cpu.get("virtualized") else "")
+                 + (f"; native precisions {', '.join(cpu['native_precisions'])}" if cpu.get("native_precisions") else "")
+                 + (f"; OpenVINO finds {', '.join(cpu['openvino_capabilities'])}" if cpu.get("openvino_capabilities") else ""))
     lines = [
         f"## {device['name']}: {bundle['preset']} {bundle['resolution']} px, {doc['created'][:10]}",
         "",
@@ -147,8 +149,9 @@ def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
         syn, first = _row(doc, config, "synthesis"), _row(doc, config, "first_frame")
         stream, stream_enc = _row(doc, config, "stream"), _row(doc, config, "stream_encode")
         label = f"{backend}{f' ({kind}, baseline)' if baseline else ''}"
+        ran = syn and syn.get("executed_precision")
         rows.append([
-            label, precision, str(batch),
+            label, f"{precision} (ran {ran})" if ran else precision, str(batch),
             _fmt(syn and syn["p50_ms"]), _fmt(syn and syn["fps"]), _ratio(syn and syn.get("ratio")),
             _pct(syn and syn.get("flops_fraction")), _pct(syn and syn.get("bandwidth_fraction")),
             _fmt(first and first["p50_ms"]), _fmt(stream and stream["fps"]), _ratio(stream and stream.get("ratio")),
@@ -212,6 +215,31 @@ def steps_section(doc: dict[str, Any], name: str) -> list[str]:
     return lines
 
 
+def emulation_section(doc: dict[str, Any], name: str) -> list[str]:
+    """The README section of one ``bf16_emulation.py`` result file: PSNR per policy and bundle."""
+    lines = [
+        f"## bf16 frames against fp32, emulated: {doc['device']['name']}, {doc['created'][:10]}",
+        "",
+        f"- result: [`results/{name}.json`](results/{name}.json); {doc['method']} (onnxruntime {doc['onnxruntime']}); "
+        "an estimate of OpenVINO's bf16 (which rounds less often: it fuses layers), for CPUs that cannot run it",
+        "- PSNR of the worst frame over [-1, 1] against the same graph in fp32; *vectors*: the style, modulation "
+        "and demodulation vectors (lgfa_deploy/backends/precision_policy.py)",
+        "",
+    ]
+    policies = list(dict.fromkeys(row["policy"] for r in doc["results"] for row in r["rows"]))
+    header = ["layers kept fp32"] + [f"{r['preset']} {r['resolution']} px dB" for r in doc["results"]]
+    rows = []
+    for policy in policies:
+        cells = [policy]
+        for r in doc["results"]:
+            row = next((x for x in r["rows"] if x["policy"] == policy), None)
+            cells.append("-" if row is None else f"{row['psnr_db']:.1f} ({row['layers_kept_fp32']} kept)")
+        rows.append(cells)
+    lines += _table(header, rows)
+    lines.append("")
+    return lines
+
+
 def render(results: Path) -> str:
     """The whole README for the result files in ``results``."""
     docs = []
@@ -227,6 +255,8 @@ def render(results: Path) -> str:
             lines += bench_section(doc, name, results)
         elif doc.get("schema") == "lgfa-ort-steps/1":
             lines += steps_section(doc, name)
+        elif doc.get("schema") == "lgfa-bf16-emulation/1":
+            lines += emulation_section(doc, name)
     return "\n".join(lines).rstrip() + "\n"
 
 

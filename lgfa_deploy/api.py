@@ -1,7 +1,7 @@
 """The Python API, as small as the command line.
 
     import lgfa_deploy
-    with lgfa_deploy.open("engines/tiny", backend="onnxruntime") as animator:
+    with lgfa_deploy.open("engines/tiny") as animator:             # backend="auto": see backends/choice.py
         frames = animator.animate("The person is smiling.", seed=3)   # uint8 BGR [T, H, W, 3]
         for frame in animator.stream(["The person is smiling.", "The person is angry."]):
             ...                                                       # uint8 BGR [H, W, 3]
@@ -21,18 +21,20 @@ from lgfa_deploy.pipeline import Animator
 
 def open(
     bundle_dir: str | os.PathLike[str],
-    backend: str = "onnxruntime",
+    backend: str = "auto",
     *,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     micro_batch: int | None = None,
     verify_hashes: bool = True,
     **backend_options: Any,
 ) -> Animator:
-    """Open a bundle on a backend ("onnxruntime", "tensorrt" or "torch") and return its :class:`Animator`.
+    """Open a bundle on a backend ("auto", "onnxruntime", "openvino", "tensorrt" or "torch") and return its :class:`Animator`.
 
-    ``device``: "cpu", "cuda" or "auto" (the GPU when the backend finds one); ``precision``: "fp32" or
-    "fp16"; ``backend_options`` go to the backend class (e.g. ``compile=True`` for torch). A missing or
+    ``backend="auto"`` picks the fastest installed backend and precision that keeps the bundle's
+    fidelity on this machine (:mod:`lgfa_deploy.backends.choice`) and logs its choice. ``device``:
+    "cpu", "cuda" or "auto" (the GPU when the backend finds one); ``precision``: "auto", "fp32",
+    "fp16" or "bf16" (openvino, on CPUs with native bf16); ``backend_options`` go to the backend class (e.g. ``compile=True`` for torch). A missing or
     tampered bundle, an unknown or uninstalled backend raise :class:`lgfa_deploy.errors.LgfaError`.
     """
     bundle = Bundle.open(bundle_dir, verify_hashes=verify_hashes)

@@ -441,7 +441,7 @@ def _open(
     opts = dict(options)
     if name == "torch":
         _set_torch_threads(threads)
-    elif name == "onnxruntime" and threads is not None and device != "cuda":
+    elif name in ("onnxruntime", "openvino") and threads is not None and device != "cuda":
         opts.setdefault("threads", threads)
     return open_backend(name, bundle, device=device, precision=precision, **opts)
 
@@ -673,11 +673,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                         timings.update(runner.measure_photo(photo))
                     rows = _rows(name, precision, batch, timings, options, is_baseline)
                     rewrites = getattr(backend, "rewrites", None)
+                    executed = getattr(backend, "executed", None)
                     for row in rows:
                         row["math"] = getattr(backend, "math", precision)
                         row["peak_gpu_memory_mib"] = runner.memory.peak
                         if rewrites:
                             row["cpu_rewrites"] = rewrites
+                        if executed:  # what OpenVINO compiled: precision hint and layers per precision
+                            row["executed_precision"] = backend.executed_precision
+                            row["executed"] = executed
                     results.extend(rows)
                 memory.append({"backend": name, "precision": precision, "baseline": is_baseline,
                                "peak_gpu_memory_mib": runner.memory.peak, "method": runner.memory.method})

@@ -28,6 +28,7 @@ LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "torch",
     "tensorrt",
     "cuda-python",
@@ -113,12 +114,56 @@ def _read(path: str) -> str:
         return ""
 
 
+CPU_FEATURES: dict[str, str] = {
+    "avx": "AVX",
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "f16c": "F16C",
+    "avx_vnni": "AVX-VNNI",
+    "avx512f": "AVX-512F",
+    "avx512bw": "AVX-512BW",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx512_bf16": "AVX512_BF16",
+    "avx512_fp16": "AVX512_FP16",
+    "amx_tile": "AMX-TILE",
+    "amx_int8": "AMX-INT8",
+    "amx_bf16": "AMX-BF16",
+    "amx_fp16": "AMX-FP16",
+}
+"""The /proc/cpuinfo flags that decide how fast a network runs on a CPU, and how Intel and AMD name them."""
+NATIVE_PRECISION_FLAGS: dict[str, tuple[str, ...]] = {
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "fp16": ("avx512_fp16", "amx_fp16"),
+}
+"""A reduced precision is native when the CPU has one of these flags (the ISAs oneDNN, and so OpenVINO's
+CPU plugin, run bf16 / fp16 convolutions on); without one, OpenVINO runs such a model in fp32."""
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first processor in a /proc/cpuinfo text (empty when there is none)."""
+    line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[1].split()) if ":" in line else set()
+
+
+def native_precisions(flags: set[str]) -> list[str]:
+    """The precisions a CPU with ``flags`` computes natively: fp32 always, bf16 / fp16 by :data:`NATIVE_PRECISION_FLAGS`."""
+    return ["fp32", *(p for p, needs in NATIVE_PRECISION_FLAGS.items() if flags & set(needs))]
+
+
+def openvino_capabilities() -> list[str] | None:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES of the CPU (its own CPUID reading), None without openvino."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return [str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
 def cpu_description() -> dict[str, Any]:
-    """Processor model, core counts, vector extensions and memory of this machine."""
+    """Processor model, core counts, vector extensions, native precisions and memory of this machine."""
     cpuinfo = _read("/proc/cpuinfo")
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    flags_line = next((line.split(":", 1)[1] for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    flags = set(flags_line.split())
+    flags = cpu_flags(cpuinfo)
     meminfo = _read("/proc/meminfo")
     match = re.search(r"MemTotal:\s+(\d+) kB", meminfo)
     try:
@@ -130,7 +175,9 @@ def cpu_description() -> dict[str, Any]:
         "architecture": platform.machine(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
-        "vector_extensions": sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "f16c"}),
+        "vector_extensions": sorted(flags & set(CPU_FEATURES)),
+        "native_precisions": native_precisions(flags),
+        "openvino_capabilities": openvino_capabilities(),
         "virtualized": "hypervisor" in flags,
         "memory_gib": round(int(match.group(1)) / 2**20, 1) if match else None,
         "os": platform.platform(),

@@ -453,15 +453,15 @@ def test_unknown_and_missing_backends(bundle_dir: Path, tmp_path: Path, capsys: 
 
     out = tmp_path / "clip.mp4"
     base = ["animate", "--bundle", str(bundle_dir), "--text", TEXT, "--out", str(out)]
-    fails(capsys, [*base, "--backend", "tensorflow"], r"unknown backend 'tensorflow'; choose one of: onnxruntime, tensorrt, torch")
+    fails(capsys, [*base, "--backend", "tensorflow"], r"unknown backend 'tensorflow'; choose one of: auto, onnxruntime, openvino, tensorrt, torch")
     fails(capsys, [*base, "--device", "gpu"], r"unknown device 'gpu'; choose one of: auto, cpu, cuda")
     fails(capsys, [*base, "--precision", "int8"], r"unknown precision 'int8'")
-    fails(capsys, [*base, "--precision", "fp16"], r"no fp16 synthesis graph; re-export with '--precision fp16'")
+    fails(capsys, [*base, "--backend", "onnxruntime", "--precision", "fp16"], r"no fp16 synthesis graph; re-export with '--precision fp16'")
     fails(capsys, [*base, "--compile"], r"--compile works with --backend torch only")
     if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers():
         fails(capsys, [*base, "--device", "cuda"], r"pip install 'lgfa-deploy\[gpu\]'")
     with pytest.raises(LgfaError, match="unknown backend"):
-        api.open(bundle_dir, "openvino")
+        api.open(bundle_dir, "tensorflow")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -22,6 +22,9 @@ from lgfa_deploy.graphs import GraphSpec
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+RUNTIME_PRECISIONS = (*PRECISIONS, "bf16")
+"""Precisions a backend may run: the bundle's graph precisions, and bf16, which OpenVINO derives
+from the FP32 graphs on CPUs that compute it natively (other backends refuse what they cannot run)."""
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,15 @@ class BackendInfo:
     cls: str
     packages: tuple[str, ...]  # top-level import names whose absence means "install the extra"
     extra: str
+    precisions: tuple[str, ...] = PRECISIONS
 
 
 BACKENDS: dict[str, BackendInfo] = {
     "onnxruntime": BackendInfo(
         "lgfa_deploy.backends.onnxruntime_backend", "OnnxRuntimeBackend", ("onnxruntime",), "cpu"
+    ),
+    "openvino": BackendInfo(
+        "lgfa_deploy.backends.openvino_backend", "OpenVinoBackend", ("openvino",), "openvino", ("fp32", "bf16", "fp16")
     ),
     "tensorrt": BackendInfo(
         "lgfa_deploy.backends.tensorrt_backend", "TensorRTBackend", ("tensorrt", "cuda"), "tensorrt"
@@ -133,22 +140,36 @@ def open_backend(
     name: str,
     bundle: Bundle,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     **options: Any,
 ) -> Backend:
-    """Open ``bundle`` on backend ``name`` ("onnxruntime", "tensorrt" or "torch").
+    """Open ``bundle`` on backend ``name`` ("auto", "onnxruntime", "openvino", "tensorrt" or "torch").
 
-    ``device`` is "cpu", "cuda" or "auto" (CUDA when the backend finds a GPU); ``precision`` "fp32"
-    or "fp16"; ``options`` go to the backend (see each backend's class). An unknown backend, a missing
+    ``device`` is "cpu", "cuda" or "auto" (CUDA when the backend finds a GPU); ``precision`` "fp32",
+    "fp16", "bf16" (openvino) or "auto" (``auto`` backend: its choice, see
+    :mod:`lgfa_deploy.backends.choice`; any other backend: fp32); ``options`` go to the backend (see each backend's class). An unknown backend, a missing
     package, an unavailable device or precision raise :class:`LgfaError`.
     """
-    info = BACKENDS.get(name)
-    if info is None:
-        raise LgfaError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise LgfaError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    if precision not in PRECISIONS:
-        raise LgfaError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision not in (*RUNTIME_PRECISIONS, "auto"):
+        raise LgfaError(f"unknown precision {precision!r}; choose one of: auto, {', '.join(RUNTIME_PRECISIONS)}")
+    if name == "auto":
+        from lgfa_deploy.backends.choice import choose_backend
+
+        choice = choose_backend(bundle, device, precision)
+        log.info("backend auto: %s %s (%s)", choice.backend, choice.precision, choice.reason)
+        name, precision = choice.backend, choice.precision
+    elif precision == "auto":
+        precision = "fp32"
+    info = BACKENDS.get(name)
+    if info is None:
+        raise LgfaError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    if precision not in info.precisions:
+        able = [n for n, i in BACKENDS.items() if precision in i.precisions]
+        raise LgfaError(
+            f"the {name} backend runs {', '.join(info.precisions)}, not {precision}; {precision} runs on --backend {' or '.join(able)}"
+        )
     try:
         module = importlib.import_module(info.module)
     except ImportError as exc:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Animate a face performing a sentence and write the frames as a video (.mp4) or a folder of PNGs.\n"
         "The face: --seed N (default 0), --latent W.npy, or --image PHOTO, which is aligned, inverted once "
         "(e4e) and embedded (CLIP); --save-latent keeps its content W+ to animate again with --latent.\n"
-        "With --bundle DIR it runs an exported bundle on --backend onnxruntime (default), tensorrt or torch. "
+        "With --bundle DIR it runs an exported bundle on --backend auto (default: the fastest installed backend that keeps fidelity here), onnxruntime, openvino, tensorrt or torch. "
         "Without --bundle it runs the PyTorch reference networks straight from checkpoints "
         "(--checkpoint/--stylegan) or random weights (--random-init), for seeds and latents. " + TEXT_RULES
     )
@@ -61,7 +61,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     ] + (["--random-init"] if args.random_init else [])
     if reference_options:
         raise LgfaError(f"with --bundle, {', '.join(reference_options)} cannot be used: a bundle brings its own weights")
-    args.backend = args.backend or "onnxruntime"
+    args.backend = args.backend or "auto"
     check_output(args.out)
     started = time.perf_counter()
     animator, aligned = open_animator(args, [args.text])
@@ -89,7 +89,7 @@ def run_reference(args: argparse.Namespace) -> int:
         raise LgfaError(f"--backend {args.backend} needs --bundle DIR; without a bundle only the torch reference runs")
     bundle_options = [
         option for option, used in (
-            ("--device", args.device != "auto"), ("--precision", args.precision != "fp32"),
+            ("--device", args.device != "auto"), ("--precision", args.precision not in ("auto", "fp32")),
             ("--micro-batch", args.micro_batch is not None), ("--compile", args.compile),
         ) if used
     ]

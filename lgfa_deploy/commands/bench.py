@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lgfa_deploy.bundle import PRECISIONS, write_json_atomic
+from lgfa_deploy.backends.base import RUNTIME_PRECISIONS
+from lgfa_deploy.bundle import write_json_atomic
 from lgfa_deploy.errors import LgfaError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ EPILOG = """examples:
   lgfa bench --bundle engines/tiny --backend onnxruntime,torch --batch 1,4 --json bench.json --plot bench.png
   lgfa bench --bundle engines/ffhq --backend tensorrt,onnxruntime,torch --precision fp32,fp16 --batch 1,4,16 \\
       --device cuda --json benchmarks/results/h100.json --plot benchmarks/results/h100.png
-  lgfa bench --bundle engines/tiny --backend onnxruntime --option onnxruntime.threads=1 --stages synthesis"""
+  lgfa bench --bundle engines/tiny --backend onnxruntime --option onnxruntime.threads=1 --stages synthesis
+  lgfa bench --bundle engines/ffhq-256 --backend onnxruntime,openvino --precision fp32,bf16 --batch 1 --device cpu"""
 
 
 def _list(text: str) -> list[str]:
@@ -77,14 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--bundle", required=True, help="bundle directory (from 'lgfa export')")
-    parser.add_argument("--backend", default="onnxruntime,torch", help="backends, comma-separated: onnxruntime, torch, tensorrt")
+    parser.add_argument("--backend", default="onnxruntime,torch", help="backends, comma-separated: onnxruntime, openvino, torch, tensorrt")
     parser.add_argument("--batch", type=_batches, default=[1, 4, 16], help="batch sizes, comma-separated (default 1,4,16)")
-    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or fp32,fp16; a backend without one is skipped")
+    parser.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 (openvino), comma-separated; a backend without one is skipped")
     parser.add_argument("--frames", type=int, default=64, help="frames streamed for each sustained-fps measurement (default 64)")
     parser.add_argument("--iters", type=int, default=20, help="timed calls per stage (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each stage (default 3)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: cuda if found)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all usable CPUs)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch, onnxruntime and openvino (default: all usable CPUs)")
     parser.add_argument("--stages", default=None, help=f"only these stages, comma-separated (default: all of {', '.join(STAGES)})")
     parser.add_argument("--text", action="append", default=None, help="sentence to animate (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="face seed (default 0)")
@@ -116,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if not backends:
         raise LgfaError("--backend is empty; choose from onnxruntime, torch, tensorrt")
     precisions = _list(args.precision)
-    bad = [p for p in precisions if p not in PRECISIONS]
+    bad = [p for p in precisions if p not in RUNTIME_PRECISIONS]
     if bad or not precisions:
-        raise LgfaError(f"unknown precision {', '.join(bad) or '(none)'}; choose fp32, fp16 or fp32,fp16")
+        raise LgfaError(f"unknown precision {', '.join(bad) or '(none)'}; choose from {', '.join(RUNTIME_PRECISIONS)}, e.g. fp32,bf16")
     for path, suffix in ((args.json, ".json"), (args.plot, ".png")):
         if path is not None and Path(path).suffix.lower() != suffix:
             raise LgfaError(f"{path} should end in {suffix}")

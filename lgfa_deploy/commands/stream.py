@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from lgfa_deploy.atomic import atomic_path
-from lgfa_deploy.backends.base import BACKENDS, DEVICES, open_backend
-from lgfa_deploy.bundle import PRECISIONS, Bundle
+from lgfa_deploy.backends.base import BACKENDS, DEVICES, RUNTIME_PRECISIONS, open_backend
+from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.commands.align import face_index
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
@@ -48,17 +48,20 @@ _FPS_WINDOW_SECONDS = 2.0
 
 
 # -- shared with `lgfa animate` ---------------------------------------------------------------------
-def add_runtime_arguments(parser: argparse.ArgumentParser, backend_default: str | None = "onnxruntime") -> None:
+def add_runtime_arguments(parser: argparse.ArgumentParser, backend_default: str | None = "auto") -> None:
     """--backend, --device, --precision, --micro-batch and --compile: how a bundle runs."""
     group = parser.add_argument_group("runtime")
     # No argparse choices: open_backend() answers a wrong name in one line that lists them.
     group.add_argument(
         "--backend", default=backend_default, metavar="NAME",
-        help=f"{' | '.join(BACKENDS)}: onnxruntime (CPU or CUDA), tensorrt (engines from 'lgfa build-engines'), "
-             "torch (the bundle's weights in PyTorch)",
+        help=f"auto | {' | '.join(BACKENDS)}: auto (the fastest installed one that keeps fidelity here, named "
+             "in the log), onnxruntime (CPU or CUDA), openvino (CPU, bf16 where the CPU has it), tensorrt "
+             "(engines from 'lgfa build-engines'), torch (the bundle's weights in PyTorch)",
     )
     group.add_argument("--device", default="auto", help=f"{' | '.join(DEVICES)}; auto: the GPU when the backend finds one")
-    group.add_argument("--precision", default="fp32", help=f"{' | '.join(PRECISIONS)}; fp16 runs synthesis in half precision")
+    group.add_argument("--precision", default="auto",
+                       help=f"auto | {' | '.join(RUNTIME_PRECISIONS)}; synthesis runs at it (auto: the auto backend's "
+                            "choice, else fp32; bf16: openvino on CPUs with AVX512_BF16 or AMX)")
     group.add_argument("--micro-batch", type=int, default=None, metavar="N",
                        help="frames per synthesis call (default: the graph's optimal batch)")
     group.add_argument("--compile", action="store_true", help="torch backend: torch.compile the synthesis network (slow start)")
