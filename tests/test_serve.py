@@ -12,7 +12,7 @@ import pytest
 
 from lgfa_deploy.cli import main
 from tests.helpers import read_video
-from tests.serve_helpers import REPO, ServerProcess, free_ports, lgfa_command, lgfa_env, start_serve
+from lgfa_deploy.serve.local import REPO, ServerProcess, free_ports, lgfa_command, lgfa_env, start_serve
 
 pytest.importorskip("pytriton")
 pytest.importorskip("tritonclient.grpc")
