@@ -13,7 +13,6 @@ synthesis batch sizes. Writes a ``lgfa-serve-load/1`` JSON document; ``make_tabl
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

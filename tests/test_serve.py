@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from lgfa_deploy.cli import main
-from tests.helpers import read_video
 from lgfa_deploy.serve.local import REPO, ServerProcess, free_ports, lgfa_command, lgfa_env, start_serve
+from tests.helpers import read_video
 
 pytest.importorskip("pytriton")
 pytest.importorskip("tritonclient.grpc")
 
-from lgfa_deploy.errors import LgfaError  # noqa: E402
-from lgfa_deploy.serve.client import AnimationClient  # noqa: E402
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.serve.client import AnimationClient
 
 TEXT = "The person is smiling."
 MODELS = ("animate", "clip", "stats")
@@ -55,7 +55,7 @@ def test_served_frames_equal_lgfa_animate(server, animate_frames) -> None:
 
 
 def test_clip_model_over_plain_http_equals_lgfa_animate(server, animate_frames) -> None:
-    import tritonclient.http as http
+    from tritonclient import http
 
     client = http.InferenceServerClient(server.http_url)
     text = http.InferInput("text", [1], "BYTES")
@@ -98,7 +98,7 @@ def test_concurrent_streams_are_batched_in_order_and_complete(server, animate_fr
 
 
 def _bad_request(server: ServerProcess, inputs: list) -> str:
-    import tritonclient.grpc as grpc
+    from tritonclient import grpc
 
     client = grpc.InferenceServerClient(server.url)
     try:
@@ -110,7 +110,7 @@ def _bad_request(server: ServerProcess, inputs: list) -> str:
 
 
 def _tensor(name: str, array: np.ndarray, dtype: str):
-    import tritonclient.grpc as grpc
+    from tritonclient import grpc
 
     tensor = grpc.InferInput(name, list(array.shape), dtype)
     tensor.set_data_from_numpy(array)

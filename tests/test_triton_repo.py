@@ -14,10 +14,10 @@ from lgfa_deploy.cli import main
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 pytest.importorskip("pytriton")
 
-from google.protobuf import text_format  # noqa: E402
+from google.protobuf import text_format
 
-from lgfa_deploy.serve.client import AnimationClient  # noqa: E402
-from lgfa_deploy.serve.local import start_tritonserver  # noqa: E402
+from lgfa_deploy.serve.client import AnimationClient
+from lgfa_deploy.serve.local import start_tritonserver
 
 TEXT = "The person is smiling."
 DATA_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
@@ -105,7 +105,7 @@ def test_an_existing_folder_is_refused(tiny_bundle, tmp_path, capsys) -> None:
 
 def test_tritonserver_serves_the_cpu_repository(tiny_bundle, tmp_path) -> None:
     """The real tritonserver binary: frames equal lgfa animate's, two streams at once through BLS."""
-    import tritonclient.grpc as grpc
+    from tritonclient import grpc
 
     repo = tmp_path / "repo"
     assert main(["triton-repo", "--bundle", str(tiny_bundle), "--out", str(repo), "--flavour", "cpu", "--no-photo",

@@ -20,7 +20,7 @@ _FINAL = "triton_final_response"
 
 def _grpc():
     try:
-        import tritonclient.grpc as grpc
+        from tritonclient import grpc
     except ImportError as exc:
         raise LgfaError(
             f"talking to 'lgfa serve' needs tritonclient ({exc.name or exc}), which is not installed; "

@@ -64,7 +64,7 @@ class ServerProcess:
     def wait_ready(self, models: tuple[str, ...]) -> None:
         """Until every model answers ready over gRPC (the server turns ready before its models load);
         a server that exits or takes longer than START_SECONDS raises :class:`LgfaError` with its log's end."""
-        import tritonclient.grpc as grpc
+        from tritonclient import grpc
 
         deadline = time.monotonic() + START_SECONDS
         client = grpc.InferenceServerClient(self.url)
