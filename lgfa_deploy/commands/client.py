@@ -5,9 +5,17 @@ import argparse
 import logging
 import textwrap
 import time
-from pathlib import Path
 
-from lgfa_deploy.commands.stream import DEFAULT_VIDEO_FPS, FileSink, Pacer, RawSink, Sink, WindowSink, read_texts
+from lgfa_deploy.commands.stream import (
+    DEFAULT_VIDEO_FPS,
+    FileSink,
+    Pacer,
+    RawSink,
+    Sink,
+    WindowSink,
+    check_sink_options,
+    read_texts,
+)
 from lgfa_deploy.errors import LgfaError
 
 log = logging.getLogger(__name__)
@@ -57,22 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from lgfa_deploy.pipeline import check_seed, load_latent
     from lgfa_deploy.serve.client import AnimationClient
 
-    if args.fps is not None and not args.fps > 0:
-        raise LgfaError(f"--fps must be above 0, got {args.fps}")
     if not args.timeout > 0:
         raise LgfaError(f"--timeout must be above 0, got {args.timeout}")
     check_seed(args.seed)
     texts = read_texts(args.texts) if args.texts else args.text
-    if args.out is not None:
-        from lgfa_deploy.video import VIDEO_SUFFIXES, check_output
-
-        if Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
-            raise LgfaError(f"--out must be a video file ({', '.join(VIDEO_SUFFIXES)})")
-        check_output(args.out)
-    elif args.raw:
-        RawSink.check_stdout()
-    else:
-        WindowSink.check_display()
+    check_sink_options(args)
     with AnimationClient(args.url, timeout=args.timeout) as client:
         facts = client.facts()
         latent = None if args.latent is None else load_latent(args.latent, facts.n_latent, facts.style_dim)

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import textwrap
 
 from lgfa_deploy.commands.stream import add_runtime_arguments
 from lgfa_deploy.errors import LgfaError
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
