@@ -34,20 +34,20 @@ def server(tiny_bundle, tmp_path_factory) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def animate_frames(tiny_bundle, tmp_path_factory) -> dict[int, list[np.ndarray]]:
-    """Frames of TEXT written by ``lgfa animate`` as PNGs (lossless), for seeds 0 to 7."""
-    frames = {}
-    for seed in range(8):
-        out = tmp_path_factory.mktemp("animate") / f"seed{seed}"
-        assert main(["animate", "--bundle", str(tiny_bundle), "--text", TEXT, "--seed", str(seed), "--out", str(out)]) == 0
-        frames[seed] = [cv2.imread(str(path)) for path in sorted(out.glob("*.png"))]
-    return frames
+def animate_frames(tiny_bundle) -> dict[int, list[np.ndarray]]:
+    """Frames of TEXT made in this process by the pipeline, for seeds 0 to 7."""
+    import lgfa_deploy
+
+    with lgfa_deploy.open(tiny_bundle) as animator:
+        return {seed: list(animator.animate(TEXT, seed=seed)) for seed in range(8)}
 
 
-def test_served_frames_equal_lgfa_animate(server, animate_frames) -> None:
+def test_served_frames_equal_lgfa_animate(server, tiny_bundle, tmp_path) -> None:
+    out = tmp_path / "frames"
+    assert main(["animate", "--bundle", str(tiny_bundle), "--text", TEXT, "--seed", "3", "--out", str(out)]) == 0
+    expected = [cv2.imread(str(path)) for path in sorted(out.glob("*.png"))]  # PNG: lossless
     with AnimationClient(server.url) as client:
         served = list(client.frames(TEXT, seed=3))
-    expected = animate_frames[3]
     assert len(served) == len(expected) == 16
     for got, want in zip(served, expected):
         assert got.dtype == np.uint8 and got.shape == want.shape
