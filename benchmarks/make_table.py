@@ -223,6 +223,10 @@ def serve_section(doc: dict[str, Any], name: str) -> list[str]:
         f"{doc['server']['backend']}, {doc['sentences_per_stream']} sentence(s) of {bundle['frames']} frames per stream",
         f"- command: `{doc['command']}`",
         f"- load average (1/5/15 min) before / after: {before} / {after}",
+        "- *aggregate fps*: every frame received over the wall time from the first request to the last frame; "
+        "*x one stream*: against the 1-stream row of the same run; *inter-frame*: the gap between a stream's "
+        "consecutive frames (the worst stream's p50 and p99); *server batch sizes*: the server's synthesis calls "
+        "by size, from its `stats` model; *lost*: frames expected but not received in order",
         "",
     ]
     header = ["streams", "frames (lost)", "aggregate fps", "x one stream", "first frame p50 / max ms",
