@@ -206,6 +206,35 @@ def test_a_second_server_on_a_taken_port_says_so(server, tiny_bundle) -> None:
     assert f"port {server.grpc_port} on 127.0.0.1 (grpc) is taken" in lines[0]
 
 
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_test_level_counts_frames_and_batches_and_renders(server) -> None:
+    serve_load, make_table = _script("serve_load"), _script("make_table")
+    level = serve_load.run_level(server.url, streams=3, sentences=2, frames_per_text=16, timeout=120)
+    assert level["frames_expected"] == level["frames_received"] == 3 * 2 * 16 and level["frames_lost"] == 0
+    assert not level["errors"]
+    assert sum(int(size) * count for size, count in level["server_batches"].items()) == 96
+    assert all(len(stream["first_frame_ms"]) == 2 and stream["frames"] == 32 for stream in level["per_stream"])
+    assert level["aggregate_fps"] > 0
+    level["x_one_stream"] = None
+    document = {
+        "created": "2026-11-30T00:00:00", "command": "serve_load.py", "cpus": 2, "sentences_per_stream": 2,
+        "bundle": {"preset": "tiny", "resolution": 32, "frames": 16}, "device": {"name": "test CPU"},
+        "server": {"backend": "onnxruntime"}, "load_average_before": [1, 1, 1], "load_average_after": [1, 1, 1],
+        "levels": [level],
+    }
+    lines = make_table.serve_section(document, "cpu-test-serve")
+    row = next(line for line in lines if line.startswith("| 3 |"))
+    assert "| 96 (0) |" in row and f"mean {level['server_mean_batch']:.2f}" in row
+
+
 def test_sigterm_drains_streams_in_flight_then_exits_0(server, animate_frames) -> None:
     """Run last in this module: it stops the module's server, once every stream has its first frame."""
     streaming = threading.Barrier(9)
