@@ -240,6 +240,41 @@ def emulation_section(doc: dict[str, Any], name: str) -> list[str]:
     return lines
 
 
+def serve_section(doc: dict[str, Any], name: str) -> list[str]:
+    """A ``benchmarks/serve_load.py`` document: one row per concurrent stream count."""
+    bundle, device = doc["bundle"], doc["device"]
+    before, after = ("/".join(f"{x:.2f}" for x in doc[key]) for key in ("load_average_before", "load_average_after"))
+    lines = [
+        f"## lgfa serve under load: {device['name']}, {bundle['preset']} {bundle['resolution']} px, {doc['created'][:10]}",
+        "",
+        f"- result: [`results/{name}.json`](results/{name}.json); {doc['cpus']} CPUs; server on loopback, "
+        f"{doc['server']['backend']}, {doc['sentences_per_stream']} sentence(s) of {bundle['frames']} frames per stream",
+        f"- command: `{doc['command']}`",
+        f"- load average (1/5/15 min) before / after: {before} / {after}",
+        "- *aggregate fps*: every frame received over the wall time from the first request to the last frame; "
+        "*x one stream*: against the 1-stream row of the same run; *inter-frame*: the gap between a stream's "
+        "consecutive frames (the worst stream's p50 and p99); *server batch sizes*: the server's synthesis calls "
+        "by size, from its `stats` model; *lost*: frames expected but not received in order",
+        "",
+    ]
+    header = ["streams", "frames (lost)", "aggregate fps", "x one stream", "first frame p50 / max ms",
+              "inter-frame p50 ms (worst stream)", "inter-frame p99 ms (worst stream)", "server batch sizes (count)"]
+    rows = []
+    for level in doc["levels"]:
+        streams = level["per_stream"]
+        p50 = max((s["inter_frame_p50_ms"] or 0) for s in streams)
+        p99 = max((s["inter_frame_p99_ms"] or 0) for s in streams)
+        batches = ", ".join(f"{size}: {count}" for size, count in level["server_batches"].items())
+        rows.append([
+            str(level["streams"]), f"{level['frames_received']} ({level['frames_lost']})", _fmt(level["aggregate_fps"], 2),
+            _ratio(level["x_one_stream"]), f"{_fmt(level['first_frame_ms_p50'])} / {_fmt(level['first_frame_ms_max'])}",
+            _fmt(p50), _fmt(p99), f"{batches} (mean {level['server_mean_batch']:.2f})",
+        ])
+    lines += _table(header, rows)
+    lines.append("")
+    return lines
+
+
 def render(results: Path) -> str:
     """The whole README for the result files in ``results``."""
     docs = []
@@ -257,6 +292,8 @@ def render(results: Path) -> str:
             lines += steps_section(doc, name)
         elif doc.get("schema") == "lgfa-bf16-emulation/1":
             lines += emulation_section(doc, name)
+        elif doc.get("schema") == "lgfa-serve-load/1":
+            lines += serve_section(doc, name)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -218,12 +218,13 @@ def check_image_size(image: np.ndarray) -> None:
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
     """Silence OpenCV's own stderr warnings (e.g. about a truncated file): our error says it in one line."""
-    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging_api is None:
+    # OpenCV 5 has cv2.utils.logging; OpenCV 4 (the one numpy<2 gets) has cv2.setLogLevel, 0 = silent.
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None) or cv2
+    if not hasattr(logging_api, "setLogLevel"):
         yield
         return
     level = logging_api.getLogLevel()
-    logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+    logging_api.setLogLevel(getattr(logging_api, "LOG_LEVEL_SILENT", 0))
     try:
         yield
     finally:

@@ -383,8 +383,8 @@ class Status:
             sys.stderr.flush()
 
 
-# -- the command ------------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> int:
+def check_sink_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an --fps, --out, --raw or --window that could not be served (also `lgfa client`'s)."""
     if args.fps is not None and not args.fps > 0:
         raise LgfaError(f"--fps must be above 0, got {args.fps}")
     if args.out is not None:
@@ -397,6 +397,11 @@ def run(args: argparse.Namespace) -> int:
         RawSink.check_stdout()
     else:
         WindowSink.check_display()
+
+
+# -- the command ------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    check_sink_options(args)
     if args.texts == "-":
         if args.loop:
             raise LgfaError("--loop repeats a --texts FILE; it cannot repeat stdin")
