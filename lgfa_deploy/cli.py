@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("export.verify", "check a bundle's graphs against PyTorch, TensorRT's operator list and its hashes"),
     "build-engines": ("export.tensorrt_build", "build TensorRT engines for this GPU into a bundle"),
     "bench": ("lgfa_deploy.commands.bench", "measure latency and fps per backend, stage and batch"),
+    "eval": ("lgfa_deploy.commands.eval", "score clips against their sentences (ground truth on the synthetic face domain)"),
     "train": ("training.cli", "train the motion networks and text encoder"),
 }
 

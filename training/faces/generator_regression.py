@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.faces.dataset import FaceSet, load_or_render_set
-from training.faces.parameters import EXPRESSION, NAMES, parameters_to_z, sample_parameters
+from training.faces.parameters import EXPRESSION, GENERATOR_IDENTITY, NAMES, parameters_to_z, sample_parameters
 from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters
 from training.faces.run import Run, batch_indices
 from training.presets import get_preset
@@ -37,7 +37,6 @@ from training.stylegan2 import Generator, generator_from_preset
 log = logging.getLogger(__name__)
 
 PRESET = "faces-64"
-VARYING_IDENTITY: tuple[str, ...] = ("skin", "hair_color")
 GATE_MAE = 0.08
 SCALE_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25)  # full, 1/2 and 1/4 resolution
 
@@ -91,10 +90,10 @@ def train_generator(
     generator = generator_from_preset(preset)
     optimizer = optimizer_for(generator, lr)
     options = {"trainer": "generator", "preset": PRESET, "seed": seed, "n_faces": n_faces, "batch": batch, "lr": lr,
-               "varying_identity": list(VARYING_IDENTITY)}  # fmt: skip
+               "varying_identity": list(GENERATOR_IDENTITY)}  # fmt: skip
     run = Run(out, options, {"generator": generator}, optimizer)
     if face_set is None:
-        face_set = load_or_render_set(f"{out}/faces.npz", n_faces, seed, preset.resolution, VARYING_IDENTITY, workers)
+        face_set = load_or_render_set(f"{out}/faces.npz", n_faces, seed, preset.resolution, GENERATOR_IDENTITY, workers)
     targets = faces_to_tensor(face_set.faces)
     weights = torch.from_numpy(face_set.weights).float()[:, None]
     z = torch.from_numpy(parameters_to_z(face_set.parameters))
@@ -114,7 +113,7 @@ def train_generator(
 @torch.no_grad()
 def gate(generator: Generator, reader: ParameterReader, *, n: int = 512, seed: int = 12345) -> dict:
     """Read frames generated for ``n`` held-out parameter sets; pass when every expression MAE <= GATE_MAE."""
-    truth = sample_parameters(np.random.default_rng(seed), n, VARYING_IDENTITY)
+    truth = sample_parameters(np.random.default_rng(seed), n, GENERATOR_IDENTITY)
     images = torch.cat([generate(generator, torch.from_numpy(parameters_to_z(truth[i : i + 64]))) for i in range(0, n, 64)])
     error = mean_absolute_error(read_parameters(reader, images.clamp(-1, 1)), torch.from_numpy(truth))
     failing = [name for name in EXPRESSION if error[name] > GATE_MAE]

@@ -49,6 +49,9 @@ NEUTRAL: dict[str, float] = {
 FIXED_IDENTITY_VALUE = 0.5
 """Value of an identity parameter that a domain configuration holds fixed."""
 
+GENERATOR_IDENTITY: tuple[str, ...] = ("skin", "hair_color")
+"""Identity parameters the domain's generator learns (the issue's trial); the others stay fixed."""
+
 Z_CLIP = 0.005
 """Parameters are clipped to [Z_CLIP, 1 - Z_CLIP] before the inverse normal CDF (which is infinite at 0 and 1)."""
 

@@ -10,7 +10,7 @@ contrastive CLIP loss never asks two sentences to match one picture).
 """
 from __future__ import annotations
 
-from training.faces.parameters import EXPRESSION, IDENTITY, NAMES, NEUTRAL, Z_CLIP
+from training.faces.parameters import EXPRESSION, FIXED_IDENTITY_VALUE, GENERATOR_IDENTITY, IDENTITY, NAMES, NEUTRAL, Z_CLIP
 
 MIN_MOVE = 0.2
 MIN_SEPARATION = 0.25
@@ -63,6 +63,8 @@ def domain_facts() -> dict:
         "identity": list(IDENTITY),
         "expression": list(EXPRESSION),
         "neutral": dict(NEUTRAL),
+        "varying_identity": list(GENERATOR_IDENTITY),
+        "fixed_identity_value": FIXED_IDENTITY_VALUE,
         "z": {"kind": "inverse-normal-cdf-then-ones", "clip": Z_CLIP},
         "prompts": {name: {"on_target": dict(targets)} for name, targets in COVERED.items()},
         "not_covered": dict(NOT_COVERED),
