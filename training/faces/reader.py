@@ -99,9 +99,10 @@ def train_reader(
     width: int = 32,
     workers: int = 2,
     face_set: FaceSet | None = None,
+    held_out: FaceSet | None = None,
 ) -> tuple[ParameterReader, dict[str, float]]:
     """Train (or resume) the reader in ``out`` on renders with every identity parameter varying;
-    returns it and its error on 1,000 held-out renders (half of them blurred)."""
+    returns it and its error on held-out renders (default 1,000; half of them blurred)."""
     torch.manual_seed(seed)
     reader = ParameterReader(size, width)
     optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
@@ -120,7 +121,8 @@ def train_reader(
         optimizer.step()
         if step % 10 == 0:
             run.log({"l1": loss.item()})
-    held_out = load_or_render_set(f"{out}/held_out.npz", 1000, seed + 1, size, IDENTITY, workers)
+    if held_out is None:
+        held_out = load_or_render_set(f"{out}/held_out.npz", 1000, seed + 1, size, IDENTITY, workers)
     held_images = augment(faces_to_tensor(held_out.faces), seed + 1, 0)
     error = mean_absolute_error(read_parameters(reader, held_images), torch.from_numpy(held_out.parameters))
     log.info("reader: mean absolute error on held-out renders %.3f (expression %.3f)", np.mean([error[n] for n in NAMES]), error["expression"])
