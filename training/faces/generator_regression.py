@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 PRESET = "faces-64"
 GATE_MAE = 0.08
 SCALE_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25)  # full, 1/2 and 1/4 resolution
+ADAM_EPS = 1e-8
 
 
 def generate(generator: Generator, z: Tensor) -> Tensor:
@@ -63,13 +64,15 @@ def psnr(images: Tensor, targets: Tensor) -> float:
 
 
 def optimizer_for(generator: Generator, lr: float) -> torch.optim.Adam:
-    """Adam (betas 0.9, 0.99) with the mapping layers at lr / lr_mlp (multiplier 1, see the module)."""
+    """Adam (betas 0.9, 0.99) with the mapping layers at lr / lr_mlp and eps x lr_mlp (their
+    gradients are lr_mlp times smaller): the same steps as multiplier 1, see the module."""
     mapping = list(generator.style.parameters())
     lr_mlp = generator.style[1].lr_mul if len(generator.style) > 1 else 1.0
     ids = {id(p) for p in mapping}
     synthesis = [p for p in generator.parameters() if id(p) not in ids]
     return torch.optim.Adam(
-        [{"params": synthesis, "lr": lr}, {"params": mapping, "lr": lr / lr_mlp}], lr=lr, betas=(0.9, 0.99)
+        [{"params": synthesis}, {"params": mapping, "lr": lr / lr_mlp, "eps": ADAM_EPS * lr_mlp}],
+        lr=lr, betas=(0.9, 0.99), eps=ADAM_EPS,
     )
 
 

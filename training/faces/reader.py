@@ -26,7 +26,8 @@ BLUR_SIGMAS = (0.5, 1.5)
 
 class ParameterReader(nn.Module):
     """Four stages of a stride-2 3x3 convolution (32, 64, 96, 128 channels), each but the first
-    followed by a 3x3 convolution at its resolution; then two linear layers and a sigmoid."""
+    followed by a 3x3 convolution at its resolution, each with batch normalisation; then two linear
+    layers and a sigmoid."""
 
     def __init__(self, size: int = 64, width: int = 32, n_parameters: int = len(NAMES)) -> None:
         super().__init__()
@@ -35,9 +36,9 @@ class ParameterReader(nn.Module):
         channels = (3, width, 2 * width, 3 * width, 4 * width)
         layers: list[nn.Module] = []
         for stage, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1)]
             if stage > 0:
-                layers += [nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1)]
+                layers += [nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1)]
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * (size // 16) ** 2, 256), nn.LeakyReLU(0.1), nn.Linear(256, n_parameters))
         self.size = size
