@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from export.parameter_reader import add_parameter_reader
+from export.verify import verify_bundle
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
 from tests.helpers import copy_bundle
@@ -132,3 +133,5 @@ def test_reader_exports_into_a_bundle_and_runs_on_onnxruntime(tiny_bundle: Path,
         want = reader(frames).numpy()
     assert got.shape == (3, len(NAMES))
     assert np.allclose(got, want, atol=1e-5)
+    report = verify_bundle(bundle_dir)  # the extra graph passes structure, TensorRT operators and hashes
+    assert report.ok, report.table()
