@@ -112,3 +112,24 @@ def test_eval_on_any_bundle_writes_its_report(tiny_bundle: Path, tmp_path: Path)
     out = tmp_path / "report"
     assert main(["eval", "--bundle", str(tiny_bundle), "--prompts", "smiling", "--seeds", "2", "--out", str(out)]) == 0
     assert (out / "eval.json").is_file() and (out / "eval.md").is_file()
+
+
+def test_face_scores_on_a_real_photo_moving_steadily() -> None:
+    """The astronaut photo shifted 3 px per frame: the same person throughout (dlib distance far
+    below its 0.6 same-person threshold), landmarks moving 3 px per frame, so a uniform jitter ratio."""
+    import cv2
+    from skimage import data as skimage_data
+
+    from lgfa_deploy.align import detect_faces
+    from lgfa_deploy.evaluation import face_scores
+
+    photo = np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
+    frames = np.stack([cv2.warpAffine(photo, np.float32([[1, 0, 3 * k], [0, 1, 0]]), (512, 512), borderMode=cv2.BORDER_REFLECT)
+                       for k in range(4)])  # fmt: skip
+    scores = face_scores([frames])
+    assert scores.frames_with_face == 1.0
+    assert scores.identity_distance < 0.2 and scores.acd < 0.2
+    eyes = detect_faces(photo)[0].landmarks
+    inter_ocular = np.linalg.norm(eyes[36:42].mean(0) - eyes[42:48].mean(0))
+    assert scores.landmark_median_step == pytest.approx(3 / inter_ocular, rel=0.25)
+    assert scores.landmark_jitter_ratio < 1.5
