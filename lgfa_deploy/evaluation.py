@@ -1,5 +1,5 @@
 """Scores of ``lgfa eval``: ground-truth motion on the synthetic face domain, dlib identity and
-landmark scores and a CLIP score on any face bundle. numpy only; dlib is imported when used.
+landmark scores on any face bundle. numpy and OpenCV; dlib is imported when used.
 
 Synthetic domain (the bundle's ``parameter_reader`` reads every frame's parameters, [N, T, P] for
 N clips of T frames), per prompt:
@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
+
+from lgfa_deploy.align import detect_faces, face_descriptor
 
 TARGETS: dict[str, tuple[str, float]] = {
     "progress": (">=", 0.60),
@@ -104,8 +107,6 @@ def table(scores: Iterable[PromptScore]) -> str:
 
 def plot(scores: Sequence[PromptScore], width: int = 900) -> np.ndarray:
     """A uint8 BGR bar chart: one row per prompt, bars for progress, off-target and drift, target marks."""
-    import cv2
-
     row, left, bar_w = 26, 160, (width - 180) // 3
     height = 40 + row * len(scores)
     image = np.full((height, width, 3), 255, np.uint8)
@@ -157,10 +158,6 @@ def landmark_steps(landmarks: np.ndarray) -> np.ndarray:
 
 def face_scores(clips: Sequence[np.ndarray], detect_size: int = 256) -> FaceScores:
     """dlib scores of clips of uint8 BGR frames [T, H, W, 3]; smaller frames are upscaled to ``detect_size``."""
-    import cv2
-
-    from lgfa_deploy.align import detect_faces, face_descriptor
-
     found = total = 0
     identity, acd, medians, ratios = [], [], [], []
     for clip in clips:

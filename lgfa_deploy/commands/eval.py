@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from statistics import NormalDist
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -132,10 +133,9 @@ def run(args: argparse.Namespace) -> int:
         markdown += "\n" + "\n".join(f"- {k}: {v}" for k, v in report["face_scores"].items()) + "\n"
     write_bytes_atomic(out / "eval.md", markdown.encode())
     if scores:
-        import cv2
-
-        ok, png = cv2.imencode(".png", plot(scores))
+        png = cv2.imencode(".png", plot(scores))[1]
         write_bytes_atomic(out / "eval.png", png.tobytes())
+    log.info("wrote %s", ", ".join(str(p) for p in sorted(out.glob("eval.*"))))
     print(markdown or json.dumps(report, indent=1))
     return 0
 

@@ -110,6 +110,8 @@ def train_generator(
         optimizer.step()
         if step % 10 == 0:
             run.log({"loss": loss.item(), "psnr": psnr(images.detach(), targets[rows])})
+    last = run.metrics()[-1:] or [{}]
+    log.info("generator: step %d, last logged loss %s, PSNR %s dB", run.step, last[0].get("loss"), last[0].get("psnr"))
     return generator.eval()
 
 
