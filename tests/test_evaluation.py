@@ -133,3 +133,15 @@ def test_face_scores_on_a_real_photo_moving_steadily() -> None:
     inter_ocular = np.linalg.norm(eyes[36:42].mean(0) - eyes[42:48].mean(0))
     assert scores.landmark_median_step == pytest.approx(3 / inter_ocular, rel=0.25)
     assert scores.landmark_jitter_ratio < 1.5
+
+
+def test_conditioned_z_from_the_manifest_facts() -> None:
+    from lgfa_deploy.commands.eval import conditioned_z
+    from lgfa_deploy.errors import LgfaError
+
+    z = conditioned_z(np.array([[0.975, 0.5, 0.0]]), {"kind": "inverse-normal-cdf-then-ones", "clip": 0.005})
+    assert z[0, :2] == pytest.approx([1.959964, 0.0], abs=1e-5)  # the textbook 97.5% quantile
+    assert z[0, 2] == pytest.approx(-2.575829, abs=1e-5)  # clipped at 0.005
+    assert z[0, 3:].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(LgfaError, match="z kind"):
+        conditioned_z(np.zeros((1, 2)), {"kind": "something-new", "clip": 0.0})

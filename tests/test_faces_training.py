@@ -13,6 +13,7 @@ from export.parameter_reader import add_parameter_reader
 from export.verify import verify_bundle
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.cli import main
 from tests.helpers import copy_bundle
 from training.checkpoints import load_clip_weights
 from training.clip_model import create_clip
@@ -135,3 +136,12 @@ def test_reader_exports_into_a_bundle_and_runs_on_onnxruntime(tiny_bundle: Path,
     assert np.allclose(got, want, atol=1e-5)
     report = verify_bundle(bundle_dir)  # the extra graph passes structure, TensorRT operators and hashes
     assert report.ok, report.table()
+
+
+def test_eval_refuses_an_expression_the_domain_does_not_cover(tiny_bundle: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    bundle_dir = copy_bundle(tiny_bundle, tmp_path)
+    add_parameter_reader(bundle_dir, ParameterReader(32, width=8))
+    code = main(["eval", "--bundle", str(bundle_dir), "--prompts", "biting tongues", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not covered by this face domain" in err and len(err.splitlines()) == 1
