@@ -123,8 +123,8 @@ def test_face_scores_on_a_real_photo_moving_steadily() -> None:
     from lgfa_deploy.align import detect_faces
     from lgfa_deploy.evaluation import face_scores
 
-    photo = np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
-    frames = np.stack([cv2.warpAffine(photo, np.float32([[1, 0, 3 * k], [0, 1, 0]]), (512, 512), borderMode=cv2.BORDER_REFLECT)
+    photo = np.ascontiguousarray(skimage_data.astronaut()[:256, 100:356, ::-1])  # her face, 256 px
+    frames = np.stack([cv2.warpAffine(photo, np.float32([[1, 0, 3 * k], [0, 1, 0]]), (256, 256), borderMode=cv2.BORDER_REFLECT)
                        for k in range(4)])  # fmt: skip
     scores = face_scores([frames])
     assert scores.frames_with_face == 1.0
