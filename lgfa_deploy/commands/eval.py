@@ -46,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory from 'lgfa export'")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for eval.json, eval.md and eval.png")
-    parser.add_argument("--seeds", type=int, default=64, help="clips per prompt (seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, default=64, help="clips per prompt, seeds 0..N-1 (default: 64)")
     parser.add_argument("--prompts", nargs="+", default=None, metavar="EXPRESSION",
-                        help="expressions to measure (default: every covered one; any text on other bundles)")
+                        help="expressions, put into the bundle's prompt template (default on the face domain: "
+                             "every covered one; required on other bundles)")
     parser.add_argument("--face-scores", action="store_true", help="dlib identity distance, ACD and landmark jitter")
     add_runtime_arguments(parser)
 
@@ -102,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LgfaError(f"--out {out} is a file; give a folder")
-    backend = open_backend(args.backend, bundle, device=args.device, precision=args.precision)
+    if args.compile and args.backend != "torch":
+        raise LgfaError("--compile works with --backend torch only")
+    options = {"compile": True} if args.compile else {}
+    backend = open_backend(args.backend, bundle, device=args.device, precision=args.precision, **options)
     reader = backend if args.backend != "torch" else open_backend("onnxruntime", bundle, device="cpu")
     animator = Animator(bundle, backend, micro_batch=args.micro_batch)
     contents = neutral_contents(animator, facts, args.seeds) if synthetic else None
