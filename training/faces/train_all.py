@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from training.checkpoints import Models, save_checkpoint
-from training.faces.clip_renders import PROMPT_TEMPLATE, train_clip
+from training.faces.clip_renders import PROMPT_TEMPLATE, prompt_accuracy, train_clip
 from training.faces.generator_regression import PRESET, gate, generate, train_generator, write_gate
 from training.faces.parameters import GENERATOR_IDENTITY, neutral_parameters, parameters_to_z, sample_identity
 from training.faces.prompts import COVERED
@@ -99,6 +99,8 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False) -
         raise SystemExit(f"the generator failed the gate ({', '.join(result['failing'])} above 0.08); "
                          f"train it longer (resume with the same command) or pass --ignore-gate")  # fmt: skip
     clip = train_clip(str(out / "clip"), steps=budget.clip, seed=seed)
+    clip_accuracy = prompt_accuracy(clip, seed)
+    log.info("clip: %.0f%% of fresh renders match their own sentence best (chance %.0f%%)", 100 * clip_accuracy, 100 / len(COVERED))
     preset = get_preset(PRESET)
     model = AnimationModel(preset)
     model.encoder.load_state_dict(clip.state_dict())
@@ -121,7 +123,7 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False) -
 
     add_parameter_reader(bundle, reader)
     lgfa(["eval", "--bundle", str(bundle), "--seeds", str(budget.eval_seeds), "--out", str(out / "eval")])
-    return {"reader": reader_error, "gate": result}
+    return {"reader": reader_error, "gate": result, "clip_accuracy": clip_accuracy}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     summary = train_all(Path(args.out), args.seed, BUDGETS[args.budget], args.ignore_gate)
-    print(json.dumps(summary["gate"], indent=1))
+    print(json.dumps({"gate": summary["gate"], "clip_accuracy": summary["clip_accuracy"]}, indent=1))
     return 0
 
 
