@@ -110,6 +110,10 @@ def test_generator_loss_falls_and_the_run_resumes(tmp_path: Path, small_set: Fac
     assert after < 0.8 * before, (before, after)
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == [0, 10, 20]
+    with open(out / "metrics.jsonl", "a") as f:  # logged after the last save, then the run died
+        f.write('{"step": 30, "loss": 0.0}\n')
+    train_generator(str(out), steps=25, batch=4, n_faces=8, face_set=faces)
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 10, 20]
     with pytest.raises(OptionError, match="other options"):
         train_generator(str(out), steps=30, batch=4, lr=1e-3, n_faces=8, face_set=faces)
 
