@@ -36,7 +36,7 @@ class Preset:
         return 2 * int(math.log2(self.resolution)) - 2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "generator_channels": list(self.generator_channels)}  # as JSON reads it back
 
 
 PRESETS: dict[str, Preset] = {
