@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'lgfa-deploy[face]'"
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
+RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 """The 68-point predictor inside the ``face_recognition_models`` package (``models/``)."""
 
 MIN_SIDE = 64
@@ -133,8 +134,8 @@ def _dlib() -> Any:
     return dlib
 
 
-def landmark_model_path() -> Path:
-    """The 68-point predictor file shipped by ``face_recognition_models``.
+def model_file(name: str) -> Path:
+    """A model file shipped by ``face_recognition_models`` (``models/<name>``).
 
     The package is located without importing it: its ``__init__`` needs ``pkg_resources``, which
     recent setuptools no longer ship.
@@ -142,17 +143,22 @@ def landmark_model_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise LgfaError(
-            f"face alignment needs the landmark model of face_recognition_models, which is not installed; "
+            f"this needs the dlib models of face_recognition_models, which is not installed; "
             f"install it with: {INSTALL_HINT}"
         )
     for location in spec.submodule_search_locations:
-        path = Path(location) / "models" / LANDMARK_MODEL
+        path = Path(location) / "models" / name
         if path.is_file():
             return path
     raise LgfaError(
-        f"face_recognition_models is installed but has no models/{LANDMARK_MODEL}; reinstall it with: "
+        f"face_recognition_models is installed but has no models/{name}; reinstall it with: "
         "pip install --force-reinstall face_recognition_models"
     )
+
+
+def landmark_model_path() -> Path:
+    """The 68-point predictor file shipped by ``face_recognition_models``."""
+    return model_file(LANDMARK_MODEL)
 
 
 @functools.lru_cache(maxsize=1)
@@ -303,6 +309,22 @@ def face_landmarks(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
     """The 68 dlib landmarks [68, 2] of the face in ``box`` of an RGB photo."""
     shape = _predictor()(rgb, _dlib().rectangle(*box))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _recognizer() -> Any:
+    path = model_file(RECOGNITION_MODEL)
+    try:
+        return _dlib().face_recognition_model_v1(str(path))
+    except RuntimeError as exc:
+        raise LgfaError(f"{path} could not be read by dlib ({exc}); reinstall face_recognition_models") from None
+
+
+def face_descriptor(image_bgr: np.ndarray, face: Face) -> np.ndarray:
+    """dlib's 128-d face recognition descriptor of a detected face (same person: distance below about 0.6)."""
+    rgb = np.ascontiguousarray(to_bgr(image_bgr)[:, :, ::-1])
+    shape = _predictor()(rgb, _dlib().rectangle(*face.box))
+    return np.array(_recognizer().compute_face_descriptor(rgb, shape), dtype=np.float64)
 
 
 def detect_faces(image_bgr: np.ndarray) -> list[Face]:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("export.verify", "check a bundle's graphs against PyTorch, TensorRT's operator list and its hashes"),
     "build-engines": ("export.tensorrt_build", "build TensorRT engines for this GPU into a bundle"),
     "bench": ("lgfa_deploy.commands.bench", "measure latency and fps per backend, stage and batch"),
+    "eval": ("lgfa_deploy.commands.eval", "score clips against their sentences (ground truth on the synthetic face domain)"),
     "serve": ("lgfa_deploy.commands.serve", "serve a bundle on Triton Inference Server, many streams at once"),
     "client": ("lgfa_deploy.commands.client", "stream frames from 'lgfa serve' to a window, an mp4 or a pipe"),
     "triton-repo": ("lgfa_deploy.commands.triton_repo", "write a model repository for NVIDIA's Triton container"),

@@ -203,3 +203,19 @@ def graph_specs(
             ),
         ]
     return {s.name: s for s in specs}
+
+
+PARAMETER_READER = "parameter_reader"
+"""The synthetic face domain's reader graph, added to a bundle after export (``training.faces.bundle``)."""
+
+
+def parameter_reader_spec(resolution: int, n_parameters: int, max_batch: int = 64) -> GraphSpec:
+    """Declaration of the parameter reader: frames (RGB in [-1, 1]) -> the renderer's parameters (0-1)."""
+    return GraphSpec(
+        PARAMETER_READER,
+        (TensorSpec("image", "float32", (BATCH, 3, resolution, resolution)),),
+        (TensorSpec("parameters", "float32", (BATCH, n_parameters)),),
+        BatchRange(1, min(16, max_batch), max_batch),
+        "cosine",
+        "synthetic-face parameter reader: RGB frame in [-1, 1] -> renderer parameters on a 0-1 scale",
+    )

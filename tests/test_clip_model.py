@@ -35,7 +35,7 @@ TRT_OPERATOR_TABLES = [
     Path("/work/shared/tensorrt10-onnx-operators.tsv"),
 ]
 PROMPTS = ["The person is smiling.", "The person is duck lips.", "The cartoon girl is winking."]
-EXPECTED = {"RN50": (1024, 224), "ViT-B-32": (512, 224), "tiny-rn": (64, 64), "tiny-vit": (64, 32)}
+EXPECTED = {"RN50": (1024, 224), "ViT-B-32": (512, 224), "tiny-rn": (64, 64), "tiny-vit": (64, 32), "faces-rn": (64, 64)}
 
 
 @pytest.fixture(scope="module")

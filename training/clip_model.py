@@ -35,6 +35,12 @@ CLIP_CONFIGS: dict[str, dict] = {
         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
         "text_cfg": _TINY_TEXT_CFG,
     },
+    "faces-rn": {
+        "embed_dim": 64,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+    },
     "tiny-vit": {
         "embed_dim": 64,
         "quick_gelu": True,

@@ -479,7 +479,9 @@ class Generator(nn.Module):
         channel_multiplier: int = 2,
         channel_cap: int = 512,
         lr_mlp: float = 0.01,
+        channels: Sequence[int] = (),
     ) -> None:
+        """``channels``, when given, lists the width at 4, 8, ... ``size`` px and replaces rosinality's table."""
         super().__init__()
         _check_size(size)
         positive = {"style_dim": style_dim, "channel_multiplier": channel_multiplier, "channel_cap": channel_cap}
@@ -496,6 +498,10 @@ class Generator(nn.Module):
         self.num_layers = 2 * (self.log_size - 2) + 1
         self.n_latent = 2 * self.log_size - 2
         self.channels = rosinality_channels(size, channel_multiplier, channel_cap)
+        if channels:
+            if len(channels) != len(self.channels) or min(channels) < 1:
+                raise ValueError(f"channels must list {len(self.channels)} positive widths (4 to {size} px), got {list(channels)}")
+            self.channels = dict(zip(self.channels, channels))
 
         self.style = nn.Sequential(
             PixelNorm(),
@@ -614,4 +620,5 @@ def generator_from_preset(preset: Preset) -> Generator:
         n_mlp=preset.n_mlp,
         channel_multiplier=preset.channel_multiplier,
         channel_cap=preset.channel_cap,
+        channels=preset.generator_channels,
     )

@@ -1,0 +1,59 @@
+"""Add the synthetic face domain's parameter reader to an exported bundle.
+
+The reader becomes the ``parameter_reader`` graph (declared in :mod:`lgfa_deploy.graphs`) and the
+domain's facts (parameter names, neutral expression, covered prompts and their targets, how z is
+made from parameters) go into the manifest as ``face_domain``, so that ``lgfa eval`` measures a
+bundle of this domain with ground truth on any backend, without torch.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.onnx_export import OPSET
+from lgfa_deploy.bundle import Bundle, file_entry, graph_file
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.graphs import PARAMETER_READER, parameter_reader_spec
+from training.faces.parameters import NAMES
+from training.faces.prompts import domain_facts
+from training.faces.reader import ParameterReader
+
+MIN_COSINE = 0.9999
+"""Agreement of onnxruntime with PyTorch on random frames that the export must reach."""
+
+
+def add_parameter_reader(bundle_dir: str | Path, reader: ParameterReader) -> None:
+    """Export ``reader`` into the bundle at ``bundle_dir``, check it with onnxruntime, record it and the domain."""
+    bundle = Bundle.open(bundle_dir)
+    if bundle.resolution != reader.size:
+        raise LgfaError(f"the reader reads {reader.size} px frames but bundle {bundle.root} makes {bundle.resolution} px")
+    spec = parameter_reader_spec(bundle.resolution, len(NAMES))
+    name = graph_file(PARAMETER_READER, "fp32")
+    tmp = bundle.root / f".{name}.tmp"
+    sample = torch.rand(2, 3, reader.size, reader.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    reader = reader.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(reader, (sample,), str(tmp), dynamo=False, opset_version=OPSET, input_names=spec.input_names,
+                          output_names=spec.output_names, dynamic_axes=spec.dynamic_axes())  # fmt: skip
+    _check_values(tmp, reader, sample)
+    tmp.replace(bundle.root / name)
+    bundle.manifest["graphs"][PARAMETER_READER] = {**spec.to_dict(), "opset": OPSET, "files": {"fp32": file_entry(bundle.root, name)}}
+    bundle.manifest["face_domain"] = domain_facts()
+    bundle.save_manifest()
+
+
+def _check_values(path: Path, reader: ParameterReader, sample: torch.Tensor) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": sample.numpy()})[0]
+    with torch.no_grad():
+        want = reader(sample).numpy()
+    cosine = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want)))
+    if cosine < MIN_COSINE:
+        path.unlink()
+        raise LgfaError(f"the exported parameter reader disagrees with PyTorch (cosine {cosine:.6f} < {MIN_COSINE})")

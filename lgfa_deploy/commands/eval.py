@@ -1,0 +1,157 @@
+"""``lgfa eval --bundle DIR``: measure how a bundle's clips do what their sentences say.
+
+On a bundle of the synthetic face domain (one with the ``parameter_reader`` graph and the
+manifest's ``face_domain`` facts) every covered prompt animates N seeds from the neutral
+expression, the reader reads every frame, and :mod:`lgfa_deploy.evaluation` scores progress
+toward the target, off-target motion, identity drift and jitter against the issue's targets. On
+any bundle, ``--face-scores`` adds dlib's identity distance, ACD and landmark jitter, and a
+bundle with the photo graphs gets a CLIP score (text-image cosine at the first and last frame).
+Writes ``eval.json``, ``eval.md`` (the table) and ``eval.png`` (a bar chart) into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from statistics import NormalDist
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from lgfa_deploy.atomic import write_bytes_atomic, write_json_atomic
+from lgfa_deploy.backends import open_backend
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.commands.stream import add_runtime_arguments
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.evaluation import PromptScore, face_scores, plot, score_prompt, table
+from lgfa_deploy.graphs import PARAMETER_READER
+from lgfa_deploy.pipeline import Animator, clip_pixels
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """examples:
+  lgfa eval --bundle engines/faces-64 --out eval/faces-64
+  lgfa eval --bundle engines/faces-64 --seeds 8 --prompts smiling "closing eyes" --out eval/quick
+  lgfa eval --bundle engines/ffhq-256 --face-scores --seeds 4 --out eval/ffhq"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Animate every covered prompt from N seeds and score the clips: with ground truth on the synthetic "
+        "face domain (the bundle's parameter reader), with dlib's face recognition and landmarks on any bundle."
+    )
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory from 'lgfa export'")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for eval.json, eval.md and eval.png")
+    parser.add_argument("--seeds", type=int, default=64, help="clips per prompt, seeds 0..N-1 (default: 64)")
+    parser.add_argument("--prompts", nargs="+", default=None, metavar="EXPRESSION",
+                        help="expressions, put into the bundle's prompt template (default on the face domain: "
+                             "every covered one; required on other bundles)")
+    parser.add_argument("--face-scores", action="store_true", help="dlib identity distance, ACD and landmark jitter")
+    add_runtime_arguments(parser)
+
+
+def conditioned_z(parameters: np.ndarray, z_facts: dict) -> np.ndarray:
+    """The domain's z [N, 2P]: Phi^-1 of the clipped parameters, then P ones (as the manifest states)."""
+    if z_facts.get("kind") != "inverse-normal-cdf-then-ones":
+        raise LgfaError(f"this lgfa-deploy does not know the face domain's z kind {z_facts.get('kind')!r}; update it")
+    clip = float(z_facts["clip"])
+    inv = NormalDist().inv_cdf
+    normal = np.array([[inv(min(max(float(v), clip), 1 - clip)) for v in row] for row in parameters])
+    return np.concatenate([normal, np.ones_like(normal)], axis=1).astype(np.float32)
+
+
+def neutral_contents(animator: Animator, facts: dict, seeds: int) -> np.ndarray:
+    """Content W+ [seeds, L, S] of neutral faces whose varying identity parameters are drawn from each seed."""
+    identity, names = facts["identity"], facts["parameters"]
+    contents = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        values = {n: float(rng.random()) if n in facts["varying_identity"] else facts["fixed_identity_value"] for n in identity}
+        values.update(facts["neutral"])
+        z = conditioned_z(np.array([[values[n] for n in names]]), facts["z"])
+        w = animator.backend.run("mapping", {"z": z})["w"]
+        contents.append(np.repeat(w[:, None], animator.bundle.n_latent, axis=1)[0])
+    return np.stack(contents)
+
+
+def frames_to_reader_input(frames: np.ndarray) -> np.ndarray:
+    """uint8 BGR frames [T, H, W, 3] -> RGB in [-1, 1], [T, 3, H, W] float32."""
+    return np.ascontiguousarray(frames[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32) / 127.5 - 1.0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise LgfaError(f"--seeds must be at least 1, got {args.seeds}")
+    bundle = Bundle.open(args.bundle)
+    facts = bundle.manifest.get("face_domain")
+    synthetic = facts is not None and PARAMETER_READER in bundle.graph_names
+    if synthetic:
+        covered = list(facts["prompts"])
+        prompts = args.prompts or covered
+        unknown = [p for p in prompts if p not in covered]
+        if unknown:
+            raise LgfaError(f"{', '.join(map(repr, unknown))} not covered by this face domain; choose from: {', '.join(covered)}")
+    elif args.prompts is None:
+        raise LgfaError(f"bundle {bundle.root} has no parameter reader (not the synthetic face domain); "
+                        "name the expressions to animate with --prompts")  # fmt: skip
+    else:
+        prompts = args.prompts
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise LgfaError(f"--out {out} is a file; give a folder")
+    if args.compile and args.backend != "torch":
+        raise LgfaError("--compile works with --backend torch only")
+    options = {"compile": True} if args.compile else {}
+    backend = open_backend(args.backend, bundle, device=args.device, precision=args.precision, **options)
+    reader = backend if args.backend != "torch" else open_backend("onnxruntime", bundle, device="cpu")
+    animator = Animator(bundle, backend, micro_batch=args.micro_batch)
+    contents = neutral_contents(animator, facts, args.seeds) if synthetic else None
+    report: dict = {"bundle": str(bundle.root), "backend": args.backend, "seeds": args.seeds, "frames": bundle.frames}
+    scores: list[PromptScore] = []
+    clip_scores: dict[str, dict[str, float]] = {}
+    all_clips = []
+    for prompt in tqdm(prompts, desc="eval", unit="prompt"):
+        text = bundle.prompt_template.format(prompt)
+        clips = [animator.animate(text, latent=contents[s]) if synthetic else animator.animate(text, seed=s) for s in range(args.seeds)]
+        all_clips += clips
+        if synthetic:
+            read = np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in clips])
+            scores.append(score_prompt(prompt, read, facts["parameters"], facts["identity"], facts["expression"],
+                                       facts["neutral"], facts["prompts"][prompt]["on_target"]))  # fmt: skip
+        if bundle.has_photo:
+            clip_scores[prompt] = clip_score(animator, text, clips)
+    if scores:
+        report["synthetic"] = [s.to_dict() for s in scores]
+    if clip_scores:
+        report["clip_score"] = clip_scores
+    if args.face_scores:
+        report["face_scores"] = face_scores(all_clips).to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "eval.json", report)
+    markdown = table(scores) if scores else ""
+    if "face_scores" in report:
+        markdown += "\n" + "\n".join(f"- {k}: {v}" for k, v in report["face_scores"].items()) + "\n"
+    write_bytes_atomic(out / "eval.md", markdown.encode())
+    if scores:
+        png = cv2.imencode(".png", plot(scores))[1]
+        write_bytes_atomic(out / "eval.png", png.tobytes())
+    log.info("wrote %s", ", ".join(str(p) for p in sorted(out.glob("eval.*"))))
+    print(markdown or json.dumps(report, indent=1))
+    return 0
+
+
+def clip_score(animator: Animator, text: str, clips: list[np.ndarray]) -> dict[str, float]:
+    """Mean cosine between the text's embedding and the bundle's CLIP image embedding of the first and last frames."""
+    bundle = animator.bundle
+    text_embedding = animator.embed(text)[0]
+    cosines = {"first": [], "last": []}
+    for clip in clips:
+        for key, frame in (("first", clip[0]), ("last", clip[-1])):
+            pixels = clip_pixels(frame, bundle.clip_image_size, bundle.clip_mean, bundle.clip_std)
+            image = animator.backend.run("clip_image", {"pixels": pixels})["image_embedding"][0]
+            cosines[key].append(float(image @ text_embedding / (np.linalg.norm(image) * np.linalg.norm(text_embedding))))
+    return {key: float(np.mean(v)) for key, v in cosines.items()}

@@ -1,0 +1,151 @@
+"""The face domain's trainers: the reader reads renders, the generator's loss falls and resumes,
+the CLIP trainer writes loadable weights, and the reader exports into a bundle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.parameter_reader import add_parameter_reader
+from export.verify import verify_bundle
+from lgfa_deploy.backends import open_backend
+from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.cli import main
+from tests.helpers import copy_bundle
+from training.checkpoints import load_clip_weights
+from training.clip_model import create_clip
+from training.errors import OptionError
+from training.faces.clip_renders import train_clip
+from training.faces.dataset import FaceSet, render_set, weight_map
+from training.faces.generator_regression import PRESET, generate, optimizer_for, regression_loss, train_generator
+from training.faces.parameters import EXPRESSION, NAMES, parameters_to_z
+from training.faces.prompts import COVERED
+from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters, train_reader
+from training.presets import get_preset
+from training.stylegan2 import Generator, generator_from_preset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def small_set() -> FaceSet:
+    """1,200 renders with random expressions and one fixed identity (the reader's hard part is expression)."""
+    return render_set(1200, seed=5, size=SIZE, varying_identity=(), workers=1)
+
+
+def test_weight_map_is_one_plus_four_on_dilated_regions() -> None:
+    masks = np.zeros((1, 4, 8, 8), bool)
+    masks[0, 0, 3, 3] = True  # eyes
+    masks[0, 3, :, :] = True  # the head region is not weighted
+    weights = weight_map(masks)[0]
+    assert weights[2:5, 2:5].tolist() == [[5] * 3] * 3
+    assert weights.sum() == 64 + 4 * 9
+
+
+def test_reader_recovers_expressions_of_renders(tmp_path: Path, small_set: FaceSet) -> None:
+    """A reader that knows nothing (always 0.5) errs by 0.25 on uniform parameters: a reader trained
+    for a few hundred steps must halve that on held-out renders, and beat it on every parameter."""
+    torch.manual_seed(0)
+    train = FaceSet(small_set.parameters[:1000], small_set.faces[:1000], small_set.weights[:1000])
+    held = FaceSet(small_set.parameters[1000:], small_set.faces[1000:], small_set.weights[1000:])
+    reader, _ = train_reader(str(tmp_path / "reader"), steps=300, size=SIZE, batch=32, lr=2e-3, width=16, face_set=train, held_out=held)
+    error = mean_absolute_error(read_parameters(reader, faces_to_tensor(held.faces)), torch.from_numpy(held.parameters))
+    know_nothing = 0.25
+    assert error["expression"] < know_nothing / 2, error
+    assert max(error[n] for n in EXPRESSION) < know_nothing, error
+
+
+def test_regression_loss_by_hand() -> None:
+    targets = torch.zeros(1, 3, 8, 8)
+    images = targets + 0.1
+    ones = torch.ones(1, 1, 8, 8)
+    assert regression_loss(images, targets, ones).item() == pytest.approx(0.1 * (1 + 0.5 + 0.25))
+    weights = ones.clone()
+    weights[..., :4, :] = 5.0  # half the pixels weighted 1 + 4
+    assert regression_loss(images, targets, weights).item() == pytest.approx(0.1 * (3 + 0.5 + 0.25))
+
+
+def test_mapping_trains_as_with_learning_rate_multiplier_one() -> None:
+    """The preset's mapping (stored with multiplier 0.01) under optimizer_for follows the same
+    effective weights as a mapping built with multiplier 1 under plain Adam."""
+    preset = get_preset(PRESET)
+    stored = generator_from_preset(preset)
+    plain = Generator(preset.resolution, preset.style_dim, preset.n_mlp, lr_mlp=1.0, channels=preset.generator_channels)
+    ratio = stored.style[1].lr_mul
+    with torch.no_grad():
+        for a, b in zip(plain.style[1:], stored.style[1:]):
+            b.weight.copy_(a.weight / ratio)
+            b.bias.copy_(a.bias / ratio)
+    z = torch.randn(4, preset.style_dim, generator=torch.Generator().manual_seed(1))
+    opt_stored = optimizer_for(stored, 3e-3)
+    opt_plain = torch.optim.Adam(plain.style.parameters(), lr=3e-3, betas=(0.9, 0.99))
+    for _ in range(3):
+        for generator, opt in ((stored, opt_stored), (plain, opt_plain)):
+            opt.zero_grad()
+            generator.mapping(z).square().mean().backward()
+            opt.step()
+    for a, b in zip(plain.style[1:], stored.style[1:]):
+        assert torch.allclose(a.weight * a.scale, b.weight * b.scale, atol=1e-5)
+        assert torch.allclose(a.bias * a.lr_mul, b.bias * b.lr_mul, atol=1e-5)
+
+
+def test_generator_loss_falls_and_the_run_resumes(tmp_path: Path, small_set: FaceSet) -> None:
+    faces = FaceSet(small_set.parameters[:8], small_set.faces[:8], small_set.weights[:8])
+    targets = faces_to_tensor(faces.faces)
+    weights = torch.from_numpy(faces.weights).float()[:, None]
+    z = torch.from_numpy(parameters_to_z(faces.parameters))
+    out = tmp_path / "generator"
+    generator = train_generator(str(out), steps=0, batch=4, n_faces=8, face_set=faces)
+    with torch.no_grad():
+        before = regression_loss(generate(generator, z), targets, weights).item()
+    train_generator(str(out), steps=15, batch=4, n_faces=8, face_set=faces)
+    generator = train_generator(str(out), steps=25, batch=4, n_faces=8, face_set=faces)  # resumes at step 15
+    with torch.no_grad():
+        after = regression_loss(generate(generator, z), targets, weights).item()
+    assert after < 0.8 * before, (before, after)
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [0, 10, 20]
+    with open(out / "metrics.jsonl", "a") as f:  # logged after the last save, then the run died
+        f.write('{"step": 30, "loss": 0.0}\n')
+    train_generator(str(out), steps=25, batch=4, n_faces=8, face_set=faces)
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 10, 20]
+    with pytest.raises(OptionError, match="other options"):
+        train_generator(str(out), steps=30, batch=4, lr=1e-3, n_faces=8, face_set=faces)
+
+
+def test_clip_trainer_writes_weights_the_animation_model_loads(tmp_path: Path) -> None:
+    train_clip(str(tmp_path / "clip"), steps=2, batch=4)
+    clip = create_clip("faces-rn")
+    clip.load_state_dict(load_clip_weights(tmp_path / "clip" / "clip.safetensors"))
+
+
+def test_reader_exports_into_a_bundle_and_runs_on_onnxruntime(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle_dir = copy_bundle(tiny_bundle, tmp_path)
+    torch.manual_seed(3)
+    reader = ParameterReader(32, width=8).eval()
+    add_parameter_reader(bundle_dir, reader)
+    bundle = Bundle.open(bundle_dir)  # hashes checked
+    assert set(bundle.manifest["face_domain"]["prompts"]) == set(COVERED)
+    frames = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    backend = open_backend("onnxruntime", bundle, device="cpu")
+    got = backend.run("parameter_reader", {"image": frames.numpy()})["parameters"]
+    with torch.no_grad():
+        want = reader(frames).numpy()
+    assert got.shape == (3, len(NAMES))
+    assert np.allclose(got, want, atol=1e-5)
+    report = verify_bundle(bundle_dir)  # the extra graph passes structure, TensorRT operators and hashes
+    assert report.ok, report.table()
+
+
+def test_eval_refuses_an_expression_the_domain_does_not_cover(tiny_bundle: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    bundle_dir = copy_bundle(tiny_bundle, tmp_path)
+    add_parameter_reader(bundle_dir, ParameterReader(32, width=8))
+    code = main(["eval", "--bundle", str(bundle_dir), "--prompts", "biting tongues", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not covered by this face domain" in err and len(err.splitlines()) == 1

@@ -1,0 +1,132 @@
+"""Train the domain's StyleGAN2 by regression from the renderer's parameters (the issue's second trial).
+
+The generator is the ``faces-64`` preset's rosinality-layout Generator (64 px; 128 channels at 4-16
+px, 64 at 32, 32 at 64; style_dim 32; 4 mapping layers). Its z is conditioned: the 16 parameters
+through the inverse normal CDF, then 16 constant ones (:func:`parameters_to_z`); one w from the
+mapping network drives every layer. The loss is the L1 distance to the render, weighted 1 + 4 on
+the dilated eye, brow and mouth regions, plus 0.5 x L1 at half and 0.25 x L1 at quarter
+resolution. Adam, lr 3e-3, betas (0.9, 0.99), on a pre-rendered set in which skin and hair
+colour vary and the other identity parameters stay fixed.
+
+The mapping layers train with learning-rate multiplier 1: the Generator stores them with the
+preset's multiplier ``lr_mlp`` (0.01, rosinality's), so their Adam group takes lr / lr_mlp, which
+for Adam is the same training as multiplier 1 and leaves the weights in the layout every loader
+and exporter reads.
+
+The gate: the parameter reader reads frames generated for held-out parameters; every expression
+parameter's mean absolute error must be at most ``GATE_MAE`` before the animation model is
+trained on this generator.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from training.faces.dataset import FaceSet, load_or_render_set
+from training.faces.parameters import EXPRESSION, GENERATOR_IDENTITY, NAMES, parameters_to_z, sample_parameters
+from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters
+from training.faces.run import Run, batch_indices
+from training.presets import get_preset
+from training.stylegan2 import Generator, generator_from_preset
+
+log = logging.getLogger(__name__)
+
+PRESET = "faces-64"
+GATE_MAE = 0.08
+SCALE_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25)  # full, 1/2 and 1/4 resolution
+ADAM_EPS = 1e-8
+
+
+def generate(generator: Generator, z: Tensor) -> Tensor:
+    """Images [B, 3, S, S] in about [-1, 1] from conditioned z [B, style_dim]: one w for every layer."""
+    w = generator.mapping(z)
+    return generator.synthesis(w[:, None].expand(-1, generator.n_latent, -1))
+
+
+def regression_loss(images: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+    """Weighted L1 at full resolution plus plain L1 at 1/2 and 1/4 (``SCALE_WEIGHTS``)."""
+    loss = SCALE_WEIGHTS[0] * (weights * (images - targets).abs()).mean()
+    for level, scale_weight in enumerate(SCALE_WEIGHTS[1:], start=1):
+        k = 2**level
+        loss = loss + scale_weight * F.l1_loss(F.avg_pool2d(images, k), F.avg_pool2d(targets, k))
+    return loss
+
+
+def psnr(images: Tensor, targets: Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = F.mse_loss(images.clamp(-1, 1), targets).item()
+    return 10 * float(np.log10(4.0 / max(mse, 1e-12)))
+
+
+def optimizer_for(generator: Generator, lr: float) -> torch.optim.Adam:
+    """Adam (betas 0.9, 0.99) with the mapping layers at lr / lr_mlp and eps x lr_mlp (their
+    gradients are lr_mlp times smaller): the same steps as multiplier 1, see the module."""
+    mapping = list(generator.style.parameters())
+    lr_mlp = generator.style[1].lr_mul if len(generator.style) > 1 else 1.0
+    ids = {id(p) for p in mapping}
+    synthesis = [p for p in generator.parameters() if id(p) not in ids]
+    return torch.optim.Adam(
+        [{"params": synthesis}, {"params": mapping, "lr": lr / lr_mlp, "eps": ADAM_EPS * lr_mlp}],
+        lr=lr, betas=(0.9, 0.99), eps=ADAM_EPS,
+    )
+
+
+def train_generator(
+    out: str,
+    *,
+    steps: int,
+    seed: int = 0,
+    n_faces: int = 40000,
+    batch: int = 16,
+    lr: float = 3e-3,
+    workers: int = 2,
+    face_set: FaceSet | None = None,
+) -> Generator:
+    """Train (or resume) the generator in ``out``; metrics.jsonl gets loss and PSNR every 10 steps."""
+    preset = get_preset(PRESET)
+    torch.manual_seed(seed)
+    generator = generator_from_preset(preset)
+    optimizer = optimizer_for(generator, lr)
+    options = {"trainer": "generator", "preset": PRESET, "seed": seed, "n_faces": n_faces, "batch": batch, "lr": lr,
+               "varying_identity": list(GENERATOR_IDENTITY)}  # fmt: skip
+    run = Run(out, options, {"generator": generator}, optimizer)
+    if face_set is None:
+        face_set = load_or_render_set(f"{out}/faces.npz", n_faces, seed, preset.resolution, GENERATOR_IDENTITY, workers)
+    targets = faces_to_tensor(face_set.faces)
+    weights = torch.from_numpy(face_set.weights).float()[:, None]
+    z = torch.from_numpy(parameters_to_z(face_set.parameters))
+    generator.train()
+    for step in run.steps(steps, "generator"):
+        rows = torch.from_numpy(batch_indices(seed, step, len(face_set), batch))
+        images = generate(generator, z[rows])
+        loss = regression_loss(images, targets[rows], weights[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0:
+            run.log({"loss": loss.item(), "psnr": psnr(images.detach(), targets[rows])})
+    last = run.metrics()[-1:] or [{}]
+    log.info("generator: step %d, last logged loss %s, PSNR %s dB", run.step, last[0].get("loss"), last[0].get("psnr"))
+    return generator.eval()
+
+
+@torch.no_grad()
+def gate(generator: Generator, reader: ParameterReader, *, n: int = 512, seed: int = 12345) -> dict:
+    """Read frames generated for ``n`` held-out parameter sets; pass when every expression MAE <= GATE_MAE."""
+    truth = sample_parameters(np.random.default_rng(seed), n, GENERATOR_IDENTITY)
+    images = torch.cat([generate(generator, torch.from_numpy(parameters_to_z(truth[i : i + 64]))) for i in range(0, n, 64)])
+    error = mean_absolute_error(read_parameters(reader, images.clamp(-1, 1)), torch.from_numpy(truth))
+    failing = [name for name in EXPRESSION if error[name] > GATE_MAE]
+    return {"passed": not failing, "threshold": GATE_MAE, "failing": failing,
+            "mae": {name: round(error[name], 4) for name in (*NAMES, "expression", "identity")}}  # fmt: skip
+
+
+def write_gate(out: str, result: dict) -> None:
+    """Record the gate's result as ``out/gate.json``."""
+    with open(f"{out}/gate.json", "w") as f:
+        json.dump(result, f, indent=1)
