@@ -214,6 +214,7 @@ CASES: list[tuple[str, Argv, str]] = [
     ("manifest-file-outside", on_bundle("verify", lambda p: bad_manifest(p, "dots", _set("weights", "file", value="../w.safetensors"))),
      "weights.file must be a file name inside the bundle"),
     ("graph-symlink-outside", on_bundle("animate", graph_links_outside), "synthesis.onnx is a symbolic link or lies outside"),
+    ("verify-graph-symlink", on_bundle("verify", graph_links_outside), "synthesis.onnx is a symbolic link or lies outside"),
     ("bench-bad-manifest", on_bundle("bench", lambda p: bad_manifest(p, "std", _set("model", "clip_std", value=[1, 0, 1]))),
      "model.clip_std[1] must be above 0"),
     # stream
