@@ -18,6 +18,7 @@ from lgfa_deploy.commands.common import (
     open_animator,
     prepare_face,
 )
+from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.pipeline import check_seed, check_text, load_latent
 from lgfa_deploy.tokenizer import ClipTokenizer
@@ -77,13 +78,16 @@ def run_bundle(args: argparse.Namespace) -> int:
         raise LgfaError(f"with --bundle, {', '.join(reference_options)} cannot be used: a bundle brings its own weights")
     args.backend = args.backend or "onnxruntime"
     started = time.perf_counter()
-    animator, aligned = open_animator(args, [args.text])
-    with animator, SideFiles() as side_files:
-        if args.frames is not None and args.frames != animator.frames_per_text:
+
+    def check_frames(bundle: Bundle) -> None:
+        if args.frames is not None and args.frames != bundle.frames:
             raise LgfaError(
-                f"the bundle's motion graph is unrolled for {animator.frames_per_text} frames; --frames "
+                f"the bundle's motion graph is unrolled for {bundle.frames} frames; --frames "
                 f"{args.frames} needs a bundle exported with '--frames {args.frames}'"
             )
+
+    animator, aligned = open_animator(args, [args.text], check_bundle=check_frames)
+    with animator, SideFiles() as side_files:
         face = prepare_face(animator, args, aligned, side_files)
         frames = animator.stream([args.text], **face)
         count = write_frames(args.out, frames, fps=args.fps, encoder=args.encoder, crf=args.crf)

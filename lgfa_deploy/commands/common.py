@@ -123,10 +123,12 @@ def check_content_outputs(args: argparse.Namespace) -> None:
 
 
 # -- the animator -----------------------------------------------------------------------------------------
-def open_animator(args: argparse.Namespace, texts: Iterable[str] = ()) -> tuple[Animator, AlignedFace | None]:
+def open_animator(
+    args: argparse.Namespace, texts: Iterable[str] = (), check_bundle: Callable[[Bundle], None] | None = None
+) -> tuple[Animator, AlignedFace | None]:
     """The bundle of ``args.bundle`` on the chosen backend and the aligned face of ``--image`` (None
-    without one), after checking every input that needs no backend (texts, seed, latent, photo,
-    micro-batch), so that bad input fails before a large model loads."""
+    without one), after checking every input that needs no backend (``check_bundle(bundle)``, texts,
+    seed, latent, photo, micro-batch), so that bad input fails before a large model loads."""
     options = {}
     if args.compile:
         if args.backend != "torch":
@@ -134,6 +136,8 @@ def open_animator(args: argparse.Namespace, texts: Iterable[str] = ()) -> tuple[
         options["compile"] = True
     check_content_outputs(args)
     bundle = Bundle.open(args.bundle)
+    if check_bundle is not None:
+        check_bundle(bundle)
     tokenizer = ClipTokenizer(bundle.tokenizer_path, context_length=CONTEXT_LENGTH)
     for text in texts:
         check_text(tokenizer, text)
