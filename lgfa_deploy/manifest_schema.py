@@ -7,6 +7,7 @@ fields) before anything reads it, and names the first bad field in one line, e.g
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ class Number(Rule):
     positive: bool = False
 
     def check(self, value: Any, where: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ManifestError(where, "must be a finite number", value)
         if self.positive and value <= 0:
             raise ManifestError(where, "must be above 0", value)

@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.commands.common import (
     CTRL_C_RULES,
     DEFAULT_VIDEO_FPS,
@@ -18,7 +19,6 @@ from lgfa_deploy.commands.common import (
     open_animator,
     prepare_face,
 )
-from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.pipeline import check_seed, check_text, load_latent
 from lgfa_deploy.tokenizer import ClipTokenizer
