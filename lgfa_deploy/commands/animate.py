@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import textwrap
 import time
 from pathlib import Path
 
@@ -31,15 +32,29 @@ MAX_REFERENCE_FRAMES = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Animate a face performing a sentence and write the frames as a video (.mp4) or a folder of PNGs.\n"
-        "The face: --seed N (default 0), --latent W.npy, or --image PHOTO, which is aligned, inverted once "
-        "(e4e) and embedded (CLIP); --save-latent keeps its content W+ to animate again with --latent.\n"
-        "With --bundle DIR it runs an exported bundle on --backend onnxruntime (default), tensorrt or torch. "
-        "Without --bundle it runs the PyTorch reference networks straight from checkpoints "
-        "(--checkpoint/--stylegan) or random weights (--random-init), for seeds and latents. " + TEXT_RULES
-        + "\n" + CTRL_C_RULES
+    parser.description = "\n".join(textwrap.fill(paragraph, width=100) for paragraph in (
+        "Animate a face performing a sentence and write the frames as an H.264 video (.mp4, .mkv) or a folder of PNGs.",
+        (
+            "The face: --seed N (default 0), --latent W.npy, or --image PHOTO, which is aligned, inverted once "
+            "(e4e) and embedded (CLIP); --save-latent keeps its content W+ to animate again with --latent."
+        ),
+        (
+            "With --bundle DIR it runs an exported bundle on --backend onnxruntime (default), tensorrt or torch. "
+            "Without --bundle it runs the PyTorch reference networks straight from checkpoints "
+            "(--checkpoint/--stylegan) or random weights (--random-init), for seeds and latents."
+        ),
+        TEXT_RULES,
+        CTRL_C_RULES,
+    ))
+    parser.epilog = (
+        "examples:\n"
+        '  lgfa animate --bundle engines/tiny --text "The person is smiling." --seed 0 --out clip.mp4\n'
+        '  lgfa animate --bundle engines/tiny --text "The person is angry." --image me.jpg --save-latent me.npy --out me.mp4\n'
+        '  lgfa animate --bundle engines/tiny --text "The person is smiling." --latent me.npy --out frames/   # PNGs\n'
+        '  lgfa animate --bundle engines/tiny --text "The person is smiling." --crf 28 --encoder libx264 --out small.mp4\n'
+        '  lgfa animate --backend torch --preset tiny --random-init --text "The person is smiling." --out ref.mp4'
     )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--text", required=True, help='the sentence, e.g. "The person is smiling." (at most 77 tokens)')
     parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export'")
     add_content_arguments(parser)

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Animate one face continuously, sentence after sentence: each sentence's clip starts from the "
         "last frame of the one before (with --image, every sentence's motion also starts from the photo's "
         "image embedding). Show it in a window, write an mp4, or pipe raw frames into ffmpeg. "
-        "Ctrl-C ends the stream cleanly. " + TEXT_RULES + " " + CTRL_C_RULES,
+        + TEXT_RULES + " " + CTRL_C_RULES,
         width=100,
     )
     parser.epilog = (
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --out talk.mp4\n"
         "  lgfa stream --bundle engines/tiny --texts - --window --fps 10      # type sentences, Enter each\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --image photo.jpg --save-latent me.npy --out me.mp4\n"
+        "  lgfa stream --bundle engines/tiny --texts sentences.txt --out talk.mp4 --encoder libx264 --crf 23  # smaller file\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --raw | "
         "ffmpeg -f rawvideo -pix_fmt bgr24 -s 32x32 -r 10 -i - talk.mp4"
     )
