@@ -1,6 +1,7 @@
 """Bad input across the commands: one line on stderr naming the problem, exit 2, no traceback, and
 the folder the command works in exactly as it was (no temporary file, no partial output, no side
-file). Validation runs before any model loads, so the cases take no model but the tiny bundle's."""
+file). Validation runs before any model loads (every loader is a tripwire here), so the cases take
+no model but the tiny bundle's."""
 from __future__ import annotations
 
 import json
@@ -254,6 +255,29 @@ CASES: list[tuple[str, Argv, str]] = [
 ]
 
 
+MODEL_LOADERS = [
+    ("lgfa_deploy.commands.common", "open_backend"),
+    ("lgfa_deploy.bench", "open_backend"),
+    ("training.checkpoints", "load_models"),
+    ("export.bundle_writer", "load_models"),
+    ("training.train", "train"),
+]
+"""Where a model loads (a backend opens, networks are built, training starts): a bad input must be
+refused before any of them runs."""
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model loader raises, outside the user-error types, so that a case reaching one fails."""
+    import importlib
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model loaded before the bad input was refused")
+
+    for module, name in MODEL_LOADERS:
+        monkeypatch.setattr(importlib.import_module(module), name, tripwire)
+
+
 @pytest.fixture(scope="module")
 def bad_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bad-bundles")
@@ -262,7 +286,7 @@ def bad_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("argv", [case[1] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_refused_in_one_line(
     argv: Argv, request: pytest.FixtureRequest, tiny_bundle: Path, bad_bundles: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, no_model_loads: None,
 ) -> None:
     expected = next(case[2] for case in CASES if case[0] == request.node.callspec.id)
     place = Place(tmp_path / "work", tmp_path / "outside", tiny_bundle, bad_bundles)
