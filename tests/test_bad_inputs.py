@@ -274,8 +274,10 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     def tripwire(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model loaded before the bad input was refused")
 
-    for module, name in MODEL_LOADERS:
-        monkeypatch.setattr(importlib.import_module(module), name, tripwire)
+    # Import every module first: one imported after a patch would keep the tripwire for good.
+    modules = [importlib.import_module(module) for module, _ in MODEL_LOADERS]
+    for module, (_, name) in zip(modules, MODEL_LOADERS):
+        monkeypatch.setattr(module, name, tripwire)
 
 
 @pytest.fixture(scope="module")
