@@ -100,11 +100,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out (after success)")
 
 
-def run(args: argparse.Namespace) -> int:
+MAX_FRAMES = 256
+"""The motion graph is unrolled for every frame; longer clips chain segments ('lgfa stream')."""
+MAX_BATCH = 1024
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option, before torch or a model loads."""
     from lgfa_deploy.errors import LgfaError
 
     if not args.checkpoint and not args.random_init:
         raise LgfaError("say where the weights come from: --checkpoint FILE, or --random-init with --preset NAME or --stylegan FILE")
+    for option, path in (("--checkpoint", args.checkpoint), ("--stylegan", args.stylegan), ("--e4e", args.e4e)):
+        if path is not None and not Path(path).is_file():
+            raise LgfaError(f"{option} {path} does not exist or is not a file")
+    if args.out.is_symlink():
+        raise LgfaError(f"--out {args.out} is a symbolic link; give the path of a real folder for the bundle")
+    if args.seed < 0:
+        raise LgfaError(f"--seed must be 0 or more, got {args.seed}")
+    if args.frames is not None and args.frames > MAX_FRAMES:
+        raise LgfaError(f"--frames must be at most {MAX_FRAMES}, got {args.frames}; stream longer clips with 'lgfa stream'")
+    if args.max_batch > MAX_BATCH:
+        raise LgfaError(f"--max-batch must be at most {MAX_BATCH}, got {args.max_batch}")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_options(args)
     from export.bundle_writer import export_bundle
 
     summary = export_bundle(

@@ -33,6 +33,7 @@ import numpy as np
 
 from lgfa_deploy.atomic import write_bytes_atomic
 from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.image_header import image_size
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,8 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def check_image_size(image: np.ndarray) -> None:
+def check_image_size(width: int, height: int) -> None:
     """Refuse photos too small to hold a detectable face or too large to handle."""
-    height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise LgfaError(
             f"the image is {width}x{height} px, too small to find a face in; "
@@ -248,6 +248,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise LgfaError(f"{path} could not be read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise LgfaError(f"{path} is empty, not an image")
+    declared = image_size(data.tobytes())  # before decoding: a tiny file may declare gigapixels
+    if declared is not None:
+        try:
+            check_image_size(*declared)
+        except LgfaError as exc:
+            raise LgfaError(f"{path}, by its header: {exc}") from None
     with _quiet_opencv():
         try:
             raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -289,7 +295,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 def find_faces(image_bgr: np.ndarray) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], float]]]:
     """The photo as contiguous RGB and every frontal face's box (full-resolution pixels) and score."""
     image = to_bgr(image_bgr)
-    check_image_size(image)
+    check_image_size(image.shape[1], image.shape[0])
     rgb = np.ascontiguousarray(image[:, :, ::-1])
     height, width = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))

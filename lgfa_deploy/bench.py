@@ -16,11 +16,11 @@ synthesis    W+ -> float images, ``batch`` frames (``backend.run``)
 frames       W+ -> uint8 BGR frames as the pipeline calls it (``backend.frames``: synthesis plus
              the conversion, on the device for GPU backends)
 postprocess  float images -> uint8 BGR on the host
-encode       ``batch`` uint8 frames appended to an mp4 (OpenCV)
+encode       ``batch`` uint8 frames appended to an H.264 mp4 (:class:`lgfa_deploy.video.VideoSink`, as lgfa writes)
 first_frame  a new sentence -> its first frame, through :meth:`Animator.stream_frames` (latency)
 stream       sustained frames/s of :meth:`Animator.stream` over ``--frames`` frames, micro-batch
              ``batch`` (percentiles: the interval between frames)
-stream_encode the same, each frame written to an mp4
+stream_encode the same, each frame written to an mp4 through the same VideoSink
 ========== =============================================================================
 
 Timing: ``time.perf_counter`` around each call. Backends return host arrays, so the device work of

@@ -1,7 +1,9 @@
 """The bundle: graphs, weights, tokenizer vocabulary and the manifest that describes them.
 
 This module is the one reader and writer of ``manifest.json``. ``export`` writes bundles through
-it; the runtime opens them with :meth:`Bundle.open`, which checks the schema and every hash.
+it; the runtime opens them with :meth:`Bundle.open`, which checks the whole manifest against its
+schema (:mod:`lgfa_deploy.manifest_schema`) and every hash. Every file a manifest names is a plain
+file inside the bundle: a symbolic link or a name that leads outside is refused.
 """
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ from typing import Any
 from lgfa_deploy.atomic import write_json_atomic
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS, GraphSpec
+from lgfa_deploy.manifest_schema import MANIFEST, PRECISIONS, check_manifest
+
+__all__ = ["FORMAT", "MANIFEST", "PRECISIONS", "SCHEMA_VERSION", "Bundle", "file_entry", "graph_file", "sha256_file",
+           "write_json_atomic"]
 
 FORMAT = "lgfa-bundle"
 SCHEMA_VERSION = 2
 """2: the motion graph takes an image embedding; photo graphs, e4e weights and CLIP image facts."""
-MANIFEST = "manifest.json"
-PRECISIONS = ("fp32", "fp16")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -75,7 +79,10 @@ class Bundle:
                 f"bundle {root} has schema version {version}{older}, this lgfa-deploy reads {SCHEMA_VERSION}; "
                 "re-export it with 'lgfa export'"
             )
+        check_manifest(manifest)
         bundle = cls(root, manifest)
+        for entry in bundle.file_entries():
+            bundle.file_path(entry["file"])
         if verify_hashes:
             bundle.verify_hashes()
         return bundle
@@ -153,19 +160,29 @@ class Bundle:
         return tuple(float(v) for v in self.model["clip_std"])
 
     # -- files ---------------------------------------------------------------------------------
+    def file_path(self, name: str) -> Path:
+        """The bundle's file ``name``; a symbolic link or a path leading outside the bundle raises :class:`LgfaError`."""
+        path = self.root / name
+        if path.resolve() != self.root.resolve() / name:  # a link on the way, or a name with ".."
+            raise LgfaError(
+                f"bundle {self.root}: {name} is a symbolic link or lies outside the bundle; "
+                "a bundle holds its own files, re-export it"
+            )
+        return path
+
     @property
     def tokenizer_path(self) -> Path:
-        return self.root / self.manifest["tokenizer"]["file"]
+        return self.file_path(self.manifest["tokenizer"]["file"])
 
     @property
     def weights_path(self) -> Path:
-        return self.root / self.manifest["weights"]["file"]
+        return self.file_path(self.manifest["weights"]["file"])
 
     @property
     def e4e_path(self) -> Path:
         """The e4e encoder's weights (safetensors), for the torch backend and ``lgfa verify``."""
         self.require_photo()
-        return self.root / self.manifest["e4e"]["file"]
+        return self.file_path(self.manifest["e4e"]["file"])
 
     @property
     def graph_names(self) -> list[str]:
@@ -187,7 +204,7 @@ class Bundle:
             raise LgfaError(
                 f"bundle {self.root} has no {precision} {name} graph; re-export with '--precision {precision}'"
             )
-        return self.root / files[precision]["file"]
+        return self.file_path(files[precision]["file"])
 
     def file_entries(self) -> list[dict[str, Any]]:
         """Every file record of the manifest (graphs, weights, e4e weights, tokenizer, engines)."""
@@ -205,7 +222,7 @@ class Bundle:
     def verify_hashes(self) -> None:
         """Raise :class:`LgfaError` naming the first missing or altered file."""
         for entry in self.file_entries():
-            path = self.root / entry["file"]
+            path = self.file_path(entry["file"])
             if not path.is_file():
                 raise LgfaError(f"bundle {self.root} is missing {entry['file']}; re-export the bundle")
             if sha256_file(path) != entry["sha256"]:

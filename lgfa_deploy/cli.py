@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 from collections.abc import Sequence
 
 from lgfa_deploy.errors import LgfaError
@@ -50,8 +51,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors in one line (no usage block), exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lgfa",
         description="Language-guided face animation: export, run and measure real-time engines.",
         epilog=EPILOG,

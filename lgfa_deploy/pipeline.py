@@ -42,6 +42,7 @@ import os
 import queue
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -171,11 +172,30 @@ def align_photo(bundle: Bundle, image: Photo, face: int | None = None) -> Aligne
     return align_face(image, size=bundle.face_size, face=face)
 
 
+MAX_TEXT_CHARACTERS = 2000
+"""Texts longer than this are refused before tokenizing: 77 CLIP tokens are a few hundred characters."""
+
+
+def normalise_text(text: str) -> str:
+    """``text`` without Unicode format characters (zero-width spaces and joiners, byte-order marks,
+    soft hyphens, direction marks), every run of whitespace one space, no space at either end."""
+    return " ".join("".join(c for c in text if unicodedata.category(c) != "Cf").split())
+
+
 def check_text(tokenizer: ClipTokenizer, text: str) -> str:
-    """The text without surrounding blanks; empty text or text over 77 tokens raises :class:`LgfaError`."""
+    """The text normalised by :func:`normalise_text`; an empty text, one with control characters
+    or one over 77 tokens raises :class:`LgfaError`."""
     if not isinstance(text, str):
         raise LgfaError(f"text must be a string, got {type(text).__name__}")
-    text = text.strip()
+    if len(text) > MAX_TEXT_CHARACTERS:
+        raise LgfaError(
+            f"the text is {len(text):,} characters long; CLIP reads at most {CONTEXT_LENGTH} tokens, "
+            "a few hundred characters: give one sentence"
+        )
+    text = normalise_text(text)
+    control = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise LgfaError(f"the text holds the control character U+{ord(control):04X}; remove it")
     if not text:
         raise LgfaError('the text is empty; give a sentence such as "The person is smiling."')
     count = tokenizer.count_tokens(text)
@@ -266,7 +286,7 @@ class Animator:
             return self.backend.run(graph, inputs)
 
     def check_text(self, text: str) -> str:
-        """The text without surrounding blanks; empty text or text over 77 tokens raises :class:`LgfaError`."""
+        """The text normalised (:func:`normalise_text`); an empty text or one over 77 tokens raises :class:`LgfaError`."""
         return check_text(self.tokenizer, text)
 
     def embed(self, text: str) -> np.ndarray:

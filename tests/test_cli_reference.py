@@ -64,7 +64,7 @@ def test_animate_reference_png_folder_and_frames(tmp_path: Path, tiny_models) ->
     "argv, expected",
     [
         (["animate", "--preset", "nope", "--random-init", "--text", TEXT, "--out", "x.mp4"], "unknown preset"),
-        (["animate", "--preset", "tiny", "--random-init", "--text", "  ", "--out", "x.mp4"], "--text is empty"),
+        (["animate", "--preset", "tiny", "--random-init", "--text", "  ", "--out", "x.mp4"], "text is empty"),
         (["animate", "--preset", "tiny", "--text", TEXT, "--out", "x.mp4"], "--random-init"),
         (["animate", "--preset", "tiny", "--random-init", "--text", TEXT, "--out", "/nonexistent/dir/x.mp4"],
          "does not exist"),

@@ -307,7 +307,7 @@ def test_runs_without_torch(bundle_dir: Path, ort: Animator, tmp_path: Path) -> 
     assert not (tmp_path / "clip.mp4.2.mp4").exists()
 
 
-def test_ctrl_c_ends_stream_with_a_playable_file(bundle_dir: Path, tmp_path: Path) -> None:
+def test_ctrl_c_ends_stream_keeping_a_playable_file_and_side_files(bundle_dir: Path, tmp_path: Path) -> None:
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "endless.mp4"
@@ -319,7 +319,7 @@ def test_ctrl_c_ends_stream_with_a_playable_file(bundle_dir: Path, tmp_path: Pat
     )
     process = subprocess.Popen(
         [sys.executable, "-c", ctrl_c_enabled, "stream", "--bundle", str(bundle_dir), "--texts", str(texts),
-         "--loop", "--fps", "200", "--out", str(out)],
+         "--loop", "--fps", "200", "--out", str(out), "--save-latent", str(tmp_path / "w.npy")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -336,7 +336,7 @@ def test_ctrl_c_ends_stream_with_a_playable_file(bundle_dir: Path, tmp_path: Pat
     assert process.returncode == 0, "".join(lines)
     assert "stopped by Ctrl-C" in "".join(lines)
     assert len(read_video(out)) >= 2 * T  # at least up to the first frame of sentence 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["endless.mp4", "texts.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["endless.mp4", "texts.txt", "w.npy"]  # no temporary file
 
 
 # -- TensorRT: what can be checked without it -------------------------------------------------------------

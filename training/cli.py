@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,9 +216,10 @@ def check_config(config: TrainConfig) -> None:
         if getattr(config, name) < minimum:
             raise OptionError(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(config, name)}")
     for name in ("lr_encoder", "lr_motion", "lr_mapper", "lambda_lpips", "lambda_contrastive", "lambda_path",
-                 "lambda_latent", "lambda_endpoints", "h0_std"):  # fmt: skip
-        if getattr(config, name) < 0:
-            raise OptionError(f"--{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
+                 "lambda_latent", "lambda_endpoints", "h0_std", "tau"):  # fmt: skip
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < 0:
+            raise OptionError(f"--{name.replace('_', '-')} must be a finite number of 0 or more, got {value}")
     if config.tau <= 0:
         raise OptionError(f"--tau must be positive, got {config.tau}")
     if config.adam_eps <= 0:
@@ -233,6 +235,7 @@ def check_config(config: TrainConfig) -> None:
         raise OptionError("image mode needs both --images DIR and --latents FILE (one W+ per image)")
     if config.preset is None and config.checkpoint is None:
         raise OptionError("give --preset NAME (or --checkpoint FILE, which names its preset)")
+    _check_paths(config)
     files = {"--checkpoint": config.checkpoint, "--stylegan": config.stylegan, "--clip": config.clip,
              "--loss-clip": config.loss_clip, "--lpips-weights": config.lpips_weights}  # fmt: skip
     if config.random_init:
@@ -254,6 +257,23 @@ def check_config(config: TrainConfig) -> None:
             f"pretrained weights come from local files: give {', '.join(needed)} "
             "(or --random-init to train on random weights, for tests)"
         )
+
+
+def _check_paths(config: TrainConfig) -> None:
+    """Input files and folders exist, the sentences file is readable text, --out is no file or link."""
+    out = Path(config.out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OptionError(f"--out {out} is a file or a symbolic link; give a folder for the run")
+    files = [("--checkpoint", config.checkpoint), ("--stylegan", config.stylegan), ("--clip", config.clip),
+             ("--loss-clip", config.loss_clip), ("--latents", config.latents), ("--texts", config.texts),
+             *(("--lpips-weights", path) for path in config.lpips_weights)]  # fmt: skip
+    for option, path in files:
+        if path is not None and not Path(path).is_file():
+            raise OptionError(f"{option} {path} does not exist or is not a file")
+    if config.images is not None and not Path(config.images).is_dir():
+        raise OptionError(f"--images {config.images} is not a folder of images")
+    if config.texts is not None and b"\0" in Path(config.texts).read_bytes():
+        raise OptionError(f"--texts {config.texts} holds NUL bytes, so it is not a text file; give UTF-8 text")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.validate import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and photo.exists() and out.exists() and out.resolve() == photo.resolve():
         raise LgfaError(f"--out {out} is the photo itself; choose another file")
     if out is not None and not args.list_faces:
-        if out.suffix.lower() not in WRITABLE_SUFFIXES:
-            raise LgfaError(f"cannot write {out}: choose a file ending in {', '.join(WRITABLE_SUFFIXES)}")
-        if not out.parent.is_dir():
-            raise LgfaError(f"cannot write {out}: directory {out.parent} does not exist")
+        check_output_file(out, "--out", WRITABLE_SUFFIXES)
 
     image = read_image(photo)
     try:

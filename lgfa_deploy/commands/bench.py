@@ -11,6 +11,7 @@ from typing import Any
 from lgfa_deploy.backends.base import RUNTIME_PRECISIONS
 from lgfa_deploy.bundle import write_json_atomic
 from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.validate import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,9 @@ def run(args: argparse.Namespace) -> int:
     bad = [p for p in precisions if p not in RUNTIME_PRECISIONS]
     if bad or not precisions:
         raise LgfaError(f"unknown precision {', '.join(bad) or '(none)'}; choose from {', '.join(RUNTIME_PRECISIONS)}, e.g. fp32,bf16")
-    for path, suffix in ((args.json, ".json"), (args.plot, ".png")):
-        if path is not None and Path(path).suffix.lower() != suffix:
-            raise LgfaError(f"{path} should end in {suffix}")
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise LgfaError(f"cannot write {path}: its directory does not exist")
+    for option, path, suffix in (("--json", args.json, ".json"), ("--plot", args.plot, ".png")):
+        if path is not None:
+            check_output_file(path, option, (suffix,))
     stages = tuple(_list(args.stages)) if args.stages else STAGES
     config = BenchConfig(
         bundle=Path(args.bundle),

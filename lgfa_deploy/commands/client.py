@@ -16,6 +16,7 @@ from lgfa_deploy.commands.stream import (
     check_sink_options,
     read_texts,
 )
+from lgfa_deploy.commands.common import add_video_arguments
 from lgfa_deploy.errors import LgfaError
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     face.add_argument("--seed", type=int, default=0, help="face seed (default 0)")
     face.add_argument("--latent", metavar="FILE", help="face as W+ in a .npy file, shape [L, 512] or [1, L, 512]")
     out = parser.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", metavar="FILE", help="video file (.mp4, .avi, .mkv), renamed into place when the stream ends")
+    out.add_argument("--out", metavar="FILE", help="video file (.mp4, .mkv; H.264), renamed into place when the stream ends")
     out.add_argument("--window", action="store_true", help="show the frames in an OpenCV window (q or Esc closes it)")
     out.add_argument("--raw", action="store_true", help="write raw bgr24 frames to stdout, for a pipe into ffmpeg")
     parser.add_argument("--fps", type=float, default=None,
                         help=f"pace the output at N frames per second, also the video's rate (default: as they come, "
                              f"videos at {DEFAULT_VIDEO_FPS:g} fps)")
+    add_video_arguments(parser)
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="longest wait for one frame (default 60 s)")
 
 
@@ -58,7 +60,7 @@ def _open_sink(args: argparse.Namespace, resolution: int) -> Sink:
         return RawSink()
     if args.window:
         return WindowSink(resolution)
-    return FileSink(args.out, args.fps or DEFAULT_VIDEO_FPS, resolution)
+    return FileSink(args.out, args.fps or DEFAULT_VIDEO_FPS, resolution, args.encoder, args.crf)
 
 
 def run(args: argparse.Namespace) -> int:

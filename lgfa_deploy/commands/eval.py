@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lgfa_deploy.atomic import write_bytes_atomic, write_json_atomic
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
-from lgfa_deploy.commands.stream import add_runtime_arguments
+from lgfa_deploy.commands.common import add_runtime_arguments
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.evaluation import PromptScore, face_scores, plot, score_prompt, table
 from lgfa_deploy.graphs import PARAMETER_READER

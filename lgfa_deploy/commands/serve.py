@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from lgfa_deploy.commands.stream import add_runtime_arguments
+from lgfa_deploy.commands.common import add_runtime_arguments
 from lgfa_deploy.errors import LgfaError
 
 

@@ -11,165 +11,30 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from lgfa_deploy.atomic import atomic_path
-from lgfa_deploy.backends.base import BACKENDS, DEVICES, RUNTIME_PRECISIONS, open_backend
-from lgfa_deploy.bundle import Bundle
-from lgfa_deploy.commands.align import face_index
-from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.graphs import CONTEXT_LENGTH
-from lgfa_deploy.pipeline import (
-    Animator,
-    StreamFrame,
-    align_photo,
-    check_micro_batch,
-    check_seed,
-    check_text,
-    load_latent,
+from lgfa_deploy.commands.common import (
+    CTRL_C_RULES,
+    DEFAULT_VIDEO_FPS,
+    TEXT_RULES,
+    SideFiles,
+    add_content_arguments,
+    add_runtime_arguments,
+    add_video_arguments,
+    check_video_options,
+    open_animator,
+    prepare_face,
 )
-from lgfa_deploy.tokenizer import ClipTokenizer
-
-if TYPE_CHECKING:
-    from lgfa_deploy.align import AlignedFace
+from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.pipeline import Animator, StreamFrame
+from lgfa_deploy.validate import read_text_file
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIDEO_FPS = 10.0
-"""Frame rate of a written video when --fps is not given: the reference implementation's."""
-TEXT_RULES = (
-    "A text may be at most 77 CLIP tokens, start and end of text included; a longer one is refused, "
-    "not truncated, because truncation would cut the expression at the end of the sentence."
-)
 _STATUS_SECONDS = 0.25
 _FPS_WINDOW_SECONDS = 2.0
-
-
-# -- shared with `lgfa animate` ---------------------------------------------------------------------
-def add_runtime_arguments(parser: argparse.ArgumentParser, backend_default: str | None = "auto") -> None:
-    """--backend, --device, --precision, --micro-batch and --compile: how a bundle runs."""
-    group = parser.add_argument_group("runtime")
-    # No argparse choices: open_backend() answers a wrong name in one line that lists them.
-    group.add_argument(
-        "--backend", default=backend_default, metavar="NAME",
-        help=f"auto | {' | '.join(BACKENDS)}: auto (the fastest installed one that keeps fidelity here, named "
-             "in the log), onnxruntime (CPU or CUDA), openvino (CPU, bf16 where the CPU has it), tensorrt "
-             "(engines from 'lgfa build-engines'), torch (the bundle's weights in PyTorch)",
-    )
-    group.add_argument("--device", default="auto", help=f"{' | '.join(DEVICES)}; auto: the GPU when the backend finds one")
-    group.add_argument("--precision", default="auto",
-                       help=f"auto | {' | '.join(RUNTIME_PRECISIONS)}; synthesis runs at it (auto: the auto backend's "
-                            "choice, else fp32; bf16: openvino on CPUs with AVX512_BF16 or AMX)")
-    group.add_argument("--micro-batch", type=int, default=None, metavar="N",
-                       help="frames per synthesis call (default: the graph's optimal batch)")
-    group.add_argument("--compile", action="store_true", help="torch backend: torch.compile the synthesis network (slow start)")
-
-
-def add_content_arguments(parser: argparse.ArgumentParser) -> None:
-    """--seed N | --latent FILE | --image PHOTO: whose face; --face, --save-latent, --save-aligned."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--seed", type=int, default=None, help="face seed: z ~ N(0, I) through the mapping network (default 0)")
-    group.add_argument(
-        "--latent", default=None, metavar="FILE",
-        help="face as W+ in a .npy file, shape [L, 512] or [1, L, 512]; its motion is text-only (a latent "
-             "saved with --save-latent keeps the photo's face, not its image embedding)",
-    )
-    group.add_argument(
-        "--image", default=None, metavar="PHOTO",
-        help="a photo of a face (PNG, JPEG, WebP...): aligned, inverted with e4e, embedded with CLIP; "
-             "content w_inv + H_v(E_v), motion from the text and image embeddings (needs the 'face' extra)",
-    )
-    photo = parser.add_argument_group("photo")
-    photo.add_argument("--face", type=face_index, default=None, metavar="N",
-                       help="with --image: which face, by its number in 'lgfa align --list-faces' (default: the largest)")
-    photo.add_argument("--save-latent", default=None, metavar="FILE.npy",
-                       help="write the content W+ [1, L, S] (with --image: w_inv + H_v(E_v)) as soon as it is known, "
-                            "to animate the face again with --latent (text-only motion)")
-    photo.add_argument("--save-aligned", default=None, metavar="FILE.png",
-                       help="with --image: write the aligned face that e4e and CLIP saw")
-
-
-def check_content_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, photo options without --image and files --save-* could not write."""
-    from lgfa_deploy.align import WRITABLE_SUFFIXES
-
-    if args.image is None:
-        for option, value in (("--face", args.face), ("--save-aligned", args.save_aligned)):
-            if value is not None:
-                raise LgfaError(f"{option} needs --image PHOTO")
-    for option, value, suffixes in (
-        ("--save-latent", args.save_latent, (".npy",)),
-        ("--save-aligned", args.save_aligned, WRITABLE_SUFFIXES),
-    ):
-        if value is None:
-            continue
-        path = Path(value)
-        if path.suffix.lower() not in suffixes:
-            raise LgfaError(f"{option} {path}: choose a file ending in {', '.join(suffixes)}")
-        if path.is_dir():
-            raise LgfaError(f"{option} {path} is a directory; give a file name")
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise LgfaError(f"cannot write {path}: directory {parent} does not exist")
-
-
-def open_animator(args: argparse.Namespace, texts: Iterable[str] = ()) -> tuple[Animator, AlignedFace | None]:
-    """The bundle of ``args.bundle`` on the chosen backend and the aligned face of ``--image`` (None
-    without one), after checking every input that needs no backend (texts, seed, latent, photo,
-    micro-batch), so that bad input fails before a large model loads."""
-    options = {}
-    if args.compile:
-        if args.backend != "torch":
-            raise LgfaError("--compile works with --backend torch only")
-        options["compile"] = True
-    check_content_outputs(args)
-    bundle = Bundle.open(args.bundle)
-    tokenizer = ClipTokenizer(bundle.tokenizer_path, context_length=CONTEXT_LENGTH)
-    for text in texts:
-        check_text(tokenizer, text)
-    if args.latent is not None:
-        load_latent(args.latent, bundle.n_latent, bundle.style_dim)
-    if args.seed is not None:
-        check_seed(args.seed)
-    check_micro_batch(bundle, args.micro_batch)
-    aligned = align_photo(bundle, args.image, args.face) if args.image is not None else None
-    backend = open_backend(args.backend, bundle, device=args.device, precision=args.precision, **options)
-    try:
-        return Animator(bundle, backend, micro_batch=args.micro_batch, tokenizer=tokenizer), aligned
-    except BaseException:
-        backend.close()
-        raise
-
-
-def prepare_face(animator: Animator, args: argparse.Namespace, aligned: AlignedFace | None) -> dict[str, Any]:
-    """The face as keyword arguments of :meth:`Animator.stream` (the inverted photo, or the content
-    latent of the seed or latent), after writing ``--save-latent`` and ``--save-aligned``."""
-    if aligned is not None:
-        inverted = animator.invert(aligned)
-        content, face = inverted.content, {"image": inverted}
-    else:
-        content = animator.content(args.seed, args.latent)
-        face = {"latent": content}
-    if args.save_aligned is not None and aligned is not None:
-        from lgfa_deploy.align import write_image
-
-        write_image(args.save_aligned, aligned.image)
-        log.info("wrote the aligned face (%dx%d) to %s", aligned.size, aligned.size, args.save_aligned)
-    if args.save_latent is not None:
-        save_latent(args.save_latent, content)
-        log.info("wrote the content W+ %s to %s", list(content.shape), args.save_latent)
-    return face
-
-
-def save_latent(path: str | os.PathLike[str], content: np.ndarray) -> None:
-    """Write W+ [1, L, S] as a float32 ``.npy`` file, atomically."""
-    try:
-        with atomic_path(path, suffix=".npy") as tmp:
-            np.save(tmp, content.astype(np.float32))
-    except OSError as exc:
-        raise LgfaError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # -- arguments ----------------------------------------------------------------------------------------
@@ -178,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Animate one face continuously, sentence after sentence: each sentence's clip starts from the "
         "last frame of the one before (with --image, every sentence's motion also starts from the photo's "
         "image embedding). Show it in a window, write an mp4, or pipe raw frames into ffmpeg. "
-        "Ctrl-C ends the stream cleanly (a video written so far stays playable). " + TEXT_RULES,
+        + TEXT_RULES + " " + CTRL_C_RULES,
         width=100,
     )
     parser.epilog = (
@@ -186,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --out talk.mp4\n"
         "  lgfa stream --bundle engines/tiny --texts - --window --fps 10      # type sentences, Enter each\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --image photo.jpg --save-latent me.npy --out me.mp4\n"
+        "  lgfa stream --bundle engines/tiny --texts sentences.txt --out talk.mp4 --encoder libx264 --crf 23  # smaller file\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --raw | "
         "ffmpeg -f rawvideo -pix_fmt bgr24 -s 32x32 -r 10 -i - talk.mp4"
     )
@@ -196,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one sentence a line (blank lines and '# comments' skipped); '-' reads stdin as lines arrive",
     )
     out = parser.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", metavar="FILE", help="video file (.mp4, .avi, .mkv), renamed into place when the stream ends")
+    out.add_argument("--out", metavar="FILE", help="video file (.mp4, .mkv; H.264), renamed into place when the stream ends")
     out.add_argument("--window", action="store_true", help="show the frames in an OpenCV window (q or Esc closes it)")
     out.add_argument("--raw", action="store_true", help="write raw bgr24 frames to stdout, for a pipe into ffmpeg")
     parser.add_argument(
@@ -208,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no status line (fps, latency) on stderr")
     add_content_arguments(parser)
     add_runtime_arguments(parser)
+    add_video_arguments(parser)
 
 
 # -- inputs ---------------------------------------------------------------------------------------------
@@ -220,13 +87,7 @@ def _sentences(lines: Iterable[str]) -> Iterator[str]:
 
 def read_texts(path: str) -> list[str]:
     """The sentences of a text file, one a line."""
-    file = Path(path)
-    if not file.is_file():
-        raise LgfaError(f"--texts {path} does not exist (give a file with one sentence a line, or - for stdin)")
-    try:
-        texts = list(_sentences(file.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LgfaError(f"cannot read --texts {path}: {exc}") from None
+    texts = list(_sentences(read_text_file(path, "--texts").splitlines()))
     if not texts:
         raise LgfaError(f"--texts {path} has no sentences (blank lines and '#' comments are skipped)")
     return texts
@@ -237,7 +98,8 @@ class Sink(Protocol):
     def write(self, frame: np.ndarray) -> bool:
         """Show or store one frame; False when the receiver has gone (window closed, pipe shut)."""
 
-    def close(self) -> None: ...
+    def close(self, keep: bool = True) -> None:
+        """Release the output; a file is kept only when ``keep``."""
 
 
 class WindowSink:
@@ -272,7 +134,7 @@ class WindowSink:
         key = cv2.waitKey(1) & 0xFF
         return key not in (ord("q"), 27) and cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
         self._cv2.destroyAllWindows()
 
 
@@ -298,17 +160,17 @@ class RawSink:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
         pass
 
 
 class FileSink:
-    """A video file written through :class:`lgfa_deploy.video.VideoSink` (kept on success and on Ctrl-C)."""
+    """A video file written through :class:`lgfa_deploy.video.VideoSink`; ``close(keep=False)`` leaves none."""
 
-    def __init__(self, path: str, fps: float, resolution: int) -> None:
+    def __init__(self, path: str, fps: float, resolution: int, encoder: str, crf: int) -> None:
         from lgfa_deploy.video import VideoSink
 
-        self.sink = VideoSink(path, fps, (resolution, resolution))
+        self.sink = VideoSink(path, fps, (resolution, resolution), encoder=encoder, crf=crf)
 
     def write(self, frame: np.ndarray) -> bool:
         self.sink.write(frame)
@@ -384,9 +246,9 @@ class Status:
 
 
 def check_sink_options(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an --fps, --out, --raw or --window that could not be served (also `lgfa client`'s)."""
-    if args.fps is not None and not args.fps > 0:
-        raise LgfaError(f"--fps must be above 0, got {args.fps}")
+    """Refuse, before any work, an --fps, --crf, --encoder, --out, --raw or --window that could not be
+    served (also `lgfa client`'s)."""
+    check_video_options(args)
     if args.out is not None:
         from lgfa_deploy.video import VIDEO_SUFFIXES, check_output
 
@@ -409,10 +271,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         texts = read_texts(args.texts)
     animator, aligned = open_animator(args, texts if isinstance(texts, list) else ())
-    with animator:
+    with animator, SideFiles() as side_files:
         if args.loop:
             texts = itertools.cycle(texts)
-        face = prepare_face(animator, args, aligned)
+        face = prepare_face(animator, args, aligned, side_files)
         if animator.backend.device == "cuda":
             animator.warm_up()  # no CUDA graph capture or autotuning in the middle of the stream
         if args.raw:
@@ -425,12 +287,16 @@ def run(args: argparse.Namespace) -> int:
         elif args.window:
             sink = WindowSink(animator.resolution)
         else:
-            sink = FileSink(args.out, args.fps or DEFAULT_VIDEO_FPS, animator.resolution)
-        return _play(animator, texts, face, sink, args)
+            sink = FileSink(args.out, args.fps or DEFAULT_VIDEO_FPS, animator.resolution, args.encoder, args.crf)
+        count = _play(animator, texts, face, sink, args)
+        if count or not args.out:  # the side files go with the video, or with a stream shown or piped
+            side_files.publish()
+    return 0
 
 
 def _play(animator: Animator, texts: Iterable[str], face: dict[str, Any], sink: Sink, args: argparse.Namespace) -> int:
-    """Frames -> sink until the texts run out, the receiver goes or Ctrl-C; the sink is always closed."""
+    """Frames -> sink until the texts run out, the receiver goes or Ctrl-C, which all keep what was
+    written; any other error keeps nothing. The sink is always closed. Returns the frames written."""
     pacer = Pacer(args.fps) if args.fps else None
     status = Status(args.quiet)
     ended = "done"
@@ -446,10 +312,7 @@ def _play(animator: Animator, texts: Iterable[str], face: dict[str, Any], sink: 
     except KeyboardInterrupt:
         ended = "stopped by Ctrl-C"
     except BaseException:
-        if isinstance(sink, FileSink):
-            sink.close(keep=False)
-        else:
-            sink.close()
+        sink.close(keep=False)
         status.finish()
         raise
     finally:
@@ -465,4 +328,4 @@ def _play(animator: Animator, texts: Iterable[str], face: dict[str, Any], sink: 
         "%s: %d frames of %d sentences to %s in %.1f s (%.1f fps%s)",
         ended, status.count, status.segment + 1, where, elapsed, status.count / max(elapsed, 1e-9), first,
     )
-    return 0
+    return status.count
