@@ -17,7 +17,7 @@ from typing import Any
 from lgfa_deploy.atomic import write_json_atomic
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import PHOTO_GRAPHS, GraphSpec
-from lgfa_deploy.manifest_schema import MANIFEST, PRECISIONS, check_manifest
+from lgfa_deploy.manifest_schema import MANIFEST, PRECISIONS, REQUIRED_GRAPHS, check_manifest
 
 __all__ = ["FORMAT", "MANIFEST", "PRECISIONS", "SCHEMA_VERSION", "Bundle", "file_entry", "graph_file", "sha256_file",
            "write_json_atomic"]
@@ -55,8 +55,13 @@ class Bundle:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | os.PathLike, verify_hashes: bool = True) -> Bundle:
-        """Open a bundle; a missing, foreign, newer or tampered bundle raises :class:`LgfaError`."""
+    def open(
+        cls, path: str | os.PathLike, verify_hashes: bool = True, required_graphs: tuple[str, ...] = REQUIRED_GRAPHS
+    ) -> Bundle:
+        """Open a bundle; a missing, foreign, newer or tampered bundle raises :class:`LgfaError`.
+
+        ``required_graphs``: the graphs it must declare; the four of an animation unless it is one
+        graph's share of a Triton model repository (``lgfa triton-repo``)."""
         root = Path(path)
         manifest_path = root / MANIFEST
         if not root.is_dir():
@@ -79,7 +84,7 @@ class Bundle:
                 f"bundle {root} has schema version {version}{older}, this lgfa-deploy reads {SCHEMA_VERSION}; "
                 "re-export it with 'lgfa export'"
             )
-        check_manifest(manifest)
+        check_manifest(manifest, required_graphs)
         bundle = cls(root, manifest)
         for entry in bundle.file_entries():
             bundle.file_path(entry["file"])

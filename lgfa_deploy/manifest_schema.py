@@ -236,12 +236,12 @@ MANIFEST_SCHEMA = Record(
 """Every field the runtime reads; ``format`` and ``schema_version`` are checked before this."""
 
 
-def check_manifest(manifest: dict[str, Any]) -> None:
+def check_manifest(manifest: dict[str, Any], required_graphs: tuple[str, ...] = REQUIRED_GRAPHS) -> None:
     """Raise :class:`ManifestError` for the first field of ``manifest`` off :data:`MANIFEST_SCHEMA`,
-    then for the relations between fields (required graphs, the photo path's parts, engines)."""
+    then for the relations between fields (``required_graphs``, the photo path's parts, engines)."""
     MANIFEST_SCHEMA.check(manifest, "")
     graphs = manifest["graphs"]
-    for name in REQUIRED_GRAPHS:
+    for name in required_graphs:
         if name not in graphs:
             raise ManifestError(f"graphs.{name}", "is missing")
     for name, graph in graphs.items():

@@ -30,7 +30,8 @@ def test_rehearsal_runs_every_step_and_writes_what_comes_back(tmp_path: Path) ->
     assert steps["training"]["result"]["steps_per_s"] > 0
     summary = doc["summary"]
     assert set(summary) == {"synthesis_fps", "first_frame_ms", "ratio_to_eager_fp32", "batch1_gpu_memory_gib"}
-    assert summary["synthesis_fps"]["value"] > 0 and summary["synthesis_fps"]["met"] is False  # a CPU at 32 px
+    fps = summary["synthesis_fps"]
+    assert fps["value"] > 0 and fps["met"] is (fps["value"] >= 400)  # issue 8's target; a quiet CPU at 32 px can pass it
     assert summary["first_frame_ms"]["value"] > 0
     bench = json.loads((out / "bench_graphs.json").read_text())
     assert {(r["precision"], r["batch"]) for r in bench["results"] if r["stage"] == "first_frame" and not r["baseline"]} == {

@@ -127,7 +127,7 @@ class GraphModel:
         config = json.loads(args["model_config"])
         self.graph = config["name"]
         precision = config.get("parameters", {}).get("precision", {}).get("string_value", "fp32")
-        bundle = Bundle.open(_version_folder(args), verify_hashes=False)
+        bundle = Bundle.open(_version_folder(args), verify_hashes=False, required_graphs=(self.graph,))
         self.backend = open_backend("onnxruntime", bundle, device="cpu", precision=precision)
         self.spec = self.backend.spec(self.graph)
 
