@@ -576,3 +576,20 @@ def test_onnxruntime_optimization_levels_agree(tiny_bundle) -> None:
     np.testing.assert_allclose(images[0], images[1], atol=1e-4)
     with pytest.raises(LgfaError, match="optimization 'max' is unknown"):
         open_backend("onnxruntime", bundle, device="cpu", optimization="max")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_graph_file_other_than_its_declaration_is_refused_in_one_line(tiny_bundle: Path, tmp_path: Path, backend: str) -> None:
+    """A manifest that declares another output than the graph file gives: one line naming both."""
+    from lgfa_deploy.errors import LgfaError
+    from tests.helpers import copy_bundle
+
+    pytest.importorskip(backend)
+    bundle_dir = copy_bundle(tiny_bundle, tmp_path)
+    manifest_path = bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["graphs"]["synthesis"]["outputs"][0]["name"] = "picture"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(LgfaError, match=r"outputs \['image'\], but the manifest declares \['latents'\] -> \['picture'\]; re-export the bundle"):
+        with api.open(bundle_dir, backend=backend, device="cpu", precision="fp32") as animator:
+            animator.animate("The person is smiling.", seed=0)

@@ -63,6 +63,15 @@ def missing_package(backend: str, package: str, extra: str | None = None) -> Lgf
     )
 
 
+def check_graph_io(path: object, spec: GraphSpec, inputs: list[str], outputs: list[str]) -> None:
+    """A graph file must take the declared inputs, in order, and give at least the declared outputs."""
+    if inputs != spec.input_names or not set(spec.output_names) <= set(outputs):
+        raise LgfaError(
+            f"{path} has inputs {inputs} and outputs {outputs}, but the manifest declares "
+            f"{spec.input_names} -> {spec.output_names}; re-export the bundle"
+        )
+
+
 def to_uint8_bgr(images: np.ndarray) -> np.ndarray:
     """Images [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3] in OpenCV's BGR order (round half to even)."""
     pixels = np.rint(np.clip((images.astype(np.float32, copy=False) + 1) * 127.5, 0, 255)).astype(np.uint8)

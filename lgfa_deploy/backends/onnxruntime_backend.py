@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from lgfa_deploy.backends.base import Backend, missing_package
+from lgfa_deploy.backends.base import Backend, check_graph_io, missing_package
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import GraphSpec
@@ -157,7 +157,8 @@ class OnnxRuntimeBackend(Backend):
             if graph not in self._sessions:
                 path = self.bundle.graph_path(graph, self.precision if graph in PRECISION_GRAPHS else "fp32")
                 session = self._load_rewritten(path) if graph == "synthesis" and self._cpu_rewrites else self._load(path)
-                self._check_io(graph, path, session)
+                inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+                check_graph_io(path, self.spec(graph), inputs, outputs)
                 self._input_types[graph] = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
                 self.providers[graph] = session.get_providers()
                 self._sessions[graph] = session
@@ -198,17 +199,6 @@ class OnnxRuntimeBackend(Backend):
             return ort.InferenceSession(model, self._options, providers=self._providers, disabled_optimizers=DISABLED_OPTIMIZERS)
         except _LOAD_ERRORS as exc:
             raise LgfaError(f"onnxruntime cannot load the CPU rewrite of {path}: {_first_line(exc, 160)}") from None
-
-    def _check_io(self, graph: str, path: Path, session: ort.InferenceSession) -> None:
-        """The graph file must have the inputs and outputs its manifest declares."""
-        spec = self.spec(graph)
-        inputs = [i.name for i in session.get_inputs()]
-        outputs = [o.name for o in session.get_outputs()]
-        if inputs != spec.input_names or not set(spec.output_names) <= set(outputs):
-            raise LgfaError(
-                f"{path} has inputs {inputs} and outputs {outputs}, but the manifest declares "
-                f"{spec.input_names} -> {spec.output_names}; re-export the bundle"
-            )
 
     def _run(self, graph: str, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session(graph)

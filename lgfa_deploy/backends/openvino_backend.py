@@ -19,7 +19,7 @@ import numpy as np
 import openvino as ov
 
 from lgfa_deploy import device_info
-from lgfa_deploy.backends.base import Backend
+from lgfa_deploy.backends.base import Backend, check_graph_io
 from lgfa_deploy.backends.precision_policy import keeps_fp32
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
@@ -131,14 +131,8 @@ class OpenVinoBackend(Backend):
                     f"openvino cannot read {path} ({text[0][:160] if text else type(exc).__name__}); "
                     "the file is truncated or damaged: re-export the bundle"
                 ) from None
-            spec = self.spec(graph)
-            inputs = [i.get_any_name() for i in model.inputs]
-            outputs = {name for o in model.outputs for name in o.get_names()}
-            if inputs != spec.input_names or not set(spec.output_names) <= outputs:
-                raise LgfaError(
-                    f"{path} has inputs {inputs} and outputs {sorted(outputs)}, but the manifest declares "
-                    f"{spec.input_names} -> {spec.output_names}; re-export the bundle"
-                )
+            outputs = sorted({name for o in model.outputs for name in o.get_names()})
+            check_graph_io(path, self.spec(graph), [i.get_any_name() for i in model.inputs], outputs)
             self._models[graph] = model
         return self._models[graph]
 
