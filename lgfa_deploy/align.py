@@ -55,6 +55,8 @@ SUPERSAMPLE = 4
 MIN_SIZE, MAX_SIZE = 16, 4096
 """Output sizes :func:`align_face` accepts."""
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+READABLE_SUFFIXES = (*WRITABLE_SUFFIXES, ".tif", ".tiff")
+"""Image files a folder of photos may hold (OpenCV decodes them all)."""
 
 
 # ----------------------------------------------------------------------------------------------

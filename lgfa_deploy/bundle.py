@@ -181,6 +181,11 @@ class Bundle:
 
     @property
     def weights_path(self) -> Path:
+        """The PyTorch weights (safetensors) for the torch backend and ``lgfa verify``; a graphs-only
+        bundle (such as the embedded default) has none."""
+        if "weights" not in self.manifest:
+            raise LgfaError(f"bundle {self.root} carries graphs only, no PyTorch weights: the torch backend and "
+                            "'lgfa verify' need a bundle from 'lgfa export'; run it on onnxruntime or openvino")  # fmt: skip
         return self.file_path(self.manifest["weights"]["file"])
 
     @property
@@ -213,9 +218,7 @@ class Bundle:
 
     def file_entries(self) -> list[dict[str, Any]]:
         """Every file record of the manifest (graphs, weights, e4e weights, tokenizer, engines)."""
-        entries = [self.manifest["tokenizer"], self.manifest["weights"]]
-        if "e4e" in self.manifest:
-            entries.append(self.manifest["e4e"])
+        entries = [self.manifest[key] for key in ("tokenizer", "weights", "e4e") if key in self.manifest]
         for graph in self.manifest["graphs"].values():
             for entry in graph["files"].values():
                 entries.append(entry)

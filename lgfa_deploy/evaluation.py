@@ -141,6 +141,23 @@ class FaceScores:
         return asdict(self)
 
 
+def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, cov_b: np.ndarray) -> float:
+    """Frechet distance of two Gaussians: |m_a - m_b|^2 + Tr(C_a) + Tr(C_b) - 2 Tr((C_a C_b)^(1/2)).
+
+    Tr((C_a C_b)^(1/2)) = Tr((R C_b R)^(1/2)) with R = C_a^(1/2) (similar matrices), a symmetric
+    positive semi-definite matrix whose eigenvalues numpy finds stably; rounding negatives are clipped."""
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = root_a @ cov_b @ root_a
+    trace_root = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum())
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """FID between two sets of Inception features [N, D] and [M, D] (N, M >= 2)."""
+    return frechet_distance(features_a.mean(0), np.cov(features_a, rowvar=False), features_b.mean(0), np.cov(features_b, rowvar=False))
+
+
 def pairwise_mean_distance(descriptors: np.ndarray) -> float:
     """Mean L2 distance over all pairs of rows [K, D] (0 for fewer than two)."""
     if len(descriptors) < 2:

@@ -231,7 +231,7 @@ MANIFEST_SCHEMA = Record(
         "graphs": Table(GRAPH),
         "engines": Table(ENGINE),
     },
-    optional=frozenset({"e4e", "engines"}),
+    optional=frozenset({"e4e", "engines", "weights"}),
 )
 """Every field the runtime reads; ``format`` and ``schema_version`` are checked before this."""
 

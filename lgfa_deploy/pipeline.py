@@ -6,7 +6,8 @@ text -> tokens -> text embedding (cached per text) -> motion offsets [T, L, S] -
 The face, one of:
 
 * ``seed``: z from ``numpy.random.default_rng(seed)`` through the mapping graph, w repeated over
-  the L layers;
+  the L layers; on a bundle of the synthetic face domain (manifest ``face_domain``) the seed draws
+  a neutral face of the domain instead (:mod:`lgfa_deploy.face_domain`: its z is a parameter code);
 * ``latent``: W+ [L, S] or [1, L, S], an array or a ``.npy`` file;
 * ``image``: a photo (a file or a BGR array), aligned by the FFHQ recipe at e4e's input size
   (:mod:`lgfa_deploy.align`), inverted by e4e to ``w_inv`` and embedded by CLIP's image tower to
@@ -54,6 +55,7 @@ import numpy as np
 from lgfa_deploy.backends.base import Backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.face_domain import domain_seed_z
 from lgfa_deploy.graphs import CONTEXT_LENGTH
 from lgfa_deploy.tokenizer import ClipTokenizer
 
@@ -355,7 +357,9 @@ class Animator:
         if latent is not None:
             return load_latent(latent, n_latent, style_dim), None
         seed = check_seed(0 if seed is None else seed)
-        w = self._run("mapping", {"z": seed_z(seed, style_dim)})["w"]
+        domain = self.bundle.manifest.get("face_domain")
+        z = domain_seed_z(seed, domain) if domain else seed_z(seed, style_dim)
+        w = self._run("mapping", {"z": z})["w"]
         return np.repeat(w[:, None], n_latent, axis=1), None
 
     def latents(

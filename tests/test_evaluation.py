@@ -1,13 +1,14 @@
 """``lgfa eval``'s scores on hand-made parameter sequences with known motion, and its bad input."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lgfa_deploy.cli import main
-from lgfa_deploy.evaluation import jitter, landmark_steps, pairwise_mean_distance, score_prompt
+from lgfa_deploy.evaluation import fid, frechet_distance, jitter, landmark_steps, pairwise_mean_distance, score_prompt
 
 NAMES = ("skin", "hair", "eye", "mouth", "tilt")
 IDENTITY = ("skin", "hair")
@@ -93,6 +94,8 @@ def test_face_score_helpers_on_known_geometry() -> None:
     [
         (["--seeds", "0", "--prompts", "smiling"], "--seeds must be at least 1"),
         ([], "name the expressions to animate with --prompts"),
+        (["--prompts", "smiling", "--fid-inception", "w.pth"], "FID needs both --fid-inception FILE"),
+        (["--prompts", "smiling", "--fid-inception", "nothing.pth", "--fid-real", "."], "nothing.pth does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tiny_bundle: Path, tmp_path: Path, extra: list[str], expected: str,
@@ -136,7 +139,7 @@ def test_face_scores_on_a_real_photo_moving_steadily() -> None:
 
 
 def test_conditioned_z_from_the_manifest_facts() -> None:
-    from lgfa_deploy.commands.eval import conditioned_z
+    from lgfa_deploy.face_domain import conditioned_z
     from lgfa_deploy.errors import LgfaError
 
     z = conditioned_z(np.array([[0.975, 0.5, 0.0]]), {"kind": "inverse-normal-cdf-then-ones", "clip": 0.005})
@@ -145,3 +148,60 @@ def test_conditioned_z_from_the_manifest_facts() -> None:
     assert z[0, 3:].tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(LgfaError, match="z kind"):
         conditioned_z(np.zeros((1, 2)), {"kind": "something-new", "clip": 0.0})
+
+
+def test_frechet_distance_against_closed_forms() -> None:
+    # Commuting covariances (same eigenvectors): |dm|^2 + sum (sqrt(a_i) - sqrt(b_i))^2.
+    a, b = np.array([4.0, 1.0, 0.25]), np.array([1.0, 9.0, 0.25])
+    rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
+    mean_a, mean_b = np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 3.0])
+    got = frechet_distance(mean_a, rotation @ np.diag(a) @ rotation.T, mean_b, rotation @ np.diag(b) @ rotation.T)
+    assert got == pytest.approx(4 + (2 - 1) ** 2 + (1 - 3) ** 2 + 0, rel=1e-9)
+    # C_a = I: Tr(I) + Tr(C_b) - 2 Tr(C_b^(1/2)); C_b = [[2, 1], [1, 2]] has eigenvalues 3 and 1.
+    assert frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.array([[2.0, 1.0], [1.0, 2.0]])) == pytest.approx(
+        2 + 4 - 2 * (np.sqrt(3) + 1), rel=1e-9
+    )
+    features = np.random.default_rng(1).standard_normal((50, 4))
+    assert fid(features, features) == pytest.approx(0, abs=1e-9)
+    assert fid(features, features + [3, 0, 0, 0]) == pytest.approx(9, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory) -> Path:
+    """torchvision's Inception v3 layout on seeded random weights, saved as its ImageNet file is (a state dict)."""
+    torch = pytest.importorskip("torch")
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inception") / "inception_v3_google-random.pth"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), path)
+    return path
+
+
+def test_fid_on_the_users_inception_weights(tiny_bundle: Path, tmp_path: Path, inception_file: Path) -> None:
+    import cv2
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(real / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    out = tmp_path / "e"
+    assert main(["eval", "--bundle", str(tiny_bundle), "--prompts", "smiling", "--seeds", "2", "--out", str(out),
+                 "--fid-inception", str(inception_file), "--fid-real", str(real)]) == 0  # fmt: skip
+    report = json.loads((out / "eval.json").read_text())["fid"]
+    assert report["generated_frames"] == 4 and report["real_images"] == 3 and report["fid"] > 0
+    assert "- fid: " in (out / "eval.md").read_text()
+
+
+def test_fid_refuses_weights_of_another_network(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    torch = pytest.importorskip("torch")
+    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "other.pth")
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((64, 64, 3), np.uint8))
+    code = main(["eval", "--bundle", str(tiny_bundle), "--prompts", "smiling", "--seeds", "1", "--out", str(tmp_path / "e"),
+                 "--fid-inception", str(tmp_path / "other.pth"), "--fid-real", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "keys missing" in err and "Inception v3" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "e").exists()

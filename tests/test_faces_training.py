@@ -14,16 +14,26 @@ from export.verify import verify_bundle
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.cli import main
+from lgfa_deploy.graphs import PARAMETER_READER
 from tests.helpers import copy_bundle
 from training.checkpoints import load_clip_weights
 from training.clip_model import create_clip
 from training.errors import OptionError
 from training.faces.clip_renders import train_clip
 from training.faces.dataset import FaceSet, render_set, weight_map
-from training.faces.generator_regression import PRESET, generate, optimizer_for, regression_loss, train_generator
+from training.faces.generator_regression import (
+    PRESET,
+    Phase,
+    generate,
+    optimizer_for,
+    phase_settings,
+    regression_loss,
+    train_generator,
+)
 from training.faces.parameters import EXPRESSION, NAMES, parameters_to_z
 from training.faces.prompts import COVERED
 from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters, train_reader
+from training.faces.train_all import main as train_all_main
 from training.presets import get_preset
 from training.stylegan2 import Generator, generator_from_preset
 
@@ -149,3 +159,28 @@ def test_eval_refuses_an_expression_the_domain_does_not_cover(tiny_bundle: Path,
     code = main(["eval", "--bundle", str(bundle_dir), "--prompts", "biting tongues", "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "not covered by this face domain" in err and len(err.splitlines()) == 1
+
+
+def test_phases_set_learning_rate_and_region_weight_step_by_step() -> None:
+    phases = [Phase(4, 3e-3, 3e-3), Phase(8, 2e-3, 0.0, 20.0)]
+    assert [phase_settings(s, phases) for s in (0, 3)] == [(3e-3, 4), (3e-3, 4)]
+    assert [phase_settings(s, phases)[0] for s in (4, 6, 7, 8)] == pytest.approx([2e-3, 1e-3, 5e-4, 0.0])
+    assert phase_settings(5, phases)[1] == 20.0
+    with pytest.raises(OptionError, match="ends at step 8"):
+        train_generator("unused", steps=10, phases=phases)
+
+
+@pytest.mark.slow
+def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> None:
+    """The one command, on the smoke budget: every stage, export, reader, eval; run again, nothing is redone."""
+    out = tmp_path / "run"
+    assert train_all_main(["--out", str(out), "--budget", "smoke", "--ignore-gate", "--threads", "1"]) == 0
+    bundle = Bundle.open(out / "bundle")
+    assert bundle.manifest["model"]["preset"] == PRESET and PARAMETER_READER in bundle.graph_names
+    saved = json.loads((out / "animation" / "train.json").read_text())["options"]
+    assert saved["latents"] == str(out / "neutral_latents.pt") and saved["images"] is None  # latent mode
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    assert {s["prompt"] for s in report["synthetic"]} == set(COVERED) and report["seeds"] == 2
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    assert train_all_main(["--out", str(out), "--budget", "smoke", "--ignore-gate", "--threads", "1"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if "animation" in p.parts and "checkpoints" in p.parts)

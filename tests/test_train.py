@@ -176,11 +176,35 @@ def test_option_and_data_errors_are_one_line(tmp_path, faces, capsys) -> None:
     assert main(["train", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "a")]) == 2
     assert "give --stylegan, --clip, --loss-clip" in capsys.readouterr().err
     assert lgfa_train("--images", faces[1], "--out", str(tmp_path / "b")) == 2
-    assert "needs both --images DIR and --latents FILE" in capsys.readouterr().err
+    assert "image mode needs --latents FILE" in capsys.readouterr().err
     torch.save(torch.zeros(4, 8, 32), tmp_path / "narrow.pt")
     assert lgfa_train(*faces[:3], str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "c")) == 2
     err = capsys.readouterr().err
     assert "00.png" in err and "narrow.pt" in err and "[8, 64]" in err and "\n" == err[-1] and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_latent_mode_trains_on_the_given_contents(tmp_path, capsys, caplog) -> None:
+    """``--latents`` alone: the no-image path on the file's W+, so the contents change what frame T-1 shows."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SENTENCES) + "\n")
+    caplog.set_level("INFO")
+    contrastive = []
+    for name, scale in (("small", 0.1), ("large", 3.0)):
+        torch.save(scale * torch.randn(6, 8, 64, generator=torch.Generator().manual_seed(1)), tmp_path / f"{name}.pt")
+        out = tmp_path / name
+        args = ["--latents", str(tmp_path / f"{name}.pt"), "--texts", str(texts), "--steps", "1", "--out", str(out)]
+        assert lgfa_train(*args, "--sample-every", "0") == 0
+        record = metrics(out)[0]
+        assert "lpips_first" not in record and record["latent"] >= 0
+        contrastive.append(record["contrastive"])
+    assert contrastive[0] != pytest.approx(contrastive[1], rel=1e-3)
+    assert "latent mode: no image, 6 contents" in caplog.text
+    torch.save(torch.zeros(3, 8, 32), tmp_path / "narrow.pt")
+    capsys.readouterr()
+    assert lgfa_train("--latents", str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "bad")) == 2
+    err = capsys.readouterr().err
+    assert "row 0" in err and "[8, 64]" in err and err.count("\n") == 1
 
 
 def test_resume_keeps_the_saved_options(tmp_path, capsys) -> None:

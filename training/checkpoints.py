@@ -225,6 +225,23 @@ def load_clip_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return openai_to_open_clip(sd)
 
 
+def load_inception_weights(path: str | os.PathLike, expected_keys: set[str]) -> dict[str, torch.Tensor]:
+    """torchvision's Inception v3 state dict (``inception_v3_google-*.pth`` or .safetensors) for FID; the
+    auxiliary classifier and BatchNorm counters may be absent, every other key of ``expected_keys`` must be there."""
+    expected = "torchvision's Inception v3 weights (inception_v3_google-*.pth, a state dict)"
+    path = Path(path)
+    obj = load_safetensors(path, expected) if path.suffix == ".safetensors" else torch_load(path, expected)
+    sd = _tensor_dict(obj)
+    if sd is None:
+        raise CheckpointError(f"{path}: found {describe_object(obj)}; expected {expected}")
+    optional = {k for k in expected_keys if k.startswith("AuxLogits.") or k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(expected_keys - optional - sd.keys()), sorted(sd.keys() - expected_keys)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: {len(missing)} keys missing (e.g. {missing[:2]}) and {len(unexpected)} unexpected "
+                              f"(e.g. {unexpected[:2]}); expected {expected}")  # fmt: skip
+    return sd
+
+
 def load_e4e_latent_avg(path: str | os.PathLike) -> torch.Tensor:
     """e4e's ``latent_avg`` [L, 512] from ``e4e_ffhq_encode.pt``."""
     expected = "an e4e checkpoint (a dict with 'state_dict' and 'latent_avg')"

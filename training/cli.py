@@ -70,6 +70,11 @@ class TrainConfig:
         """True when training on faces with inverted latents; else content comes from the mapping network."""
         return self.images is not None
 
+    @property
+    def latent_mode(self) -> bool:
+        """True when contents are given W+ (``--latents`` without ``--images``): the no-image path on them."""
+        return self.images is None and self.latents is not None
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -116,8 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
     data = parser.add_argument_group("data")
-    data.add_argument("--images", help="folder of aligned face images (image mode); without it content is sampled")
-    data.add_argument("--latents", help="W+ per image of --images: e4e's latents.pt [N, L, S] or {file name: [L, S]}")
+    data.add_argument("--images", help="folder of aligned face images (image mode, with --latents)")
+    data.add_argument(
+        "--latents",
+        help="W+ per image of --images: e4e's latents.pt [N, L, S] or {file name: [L, S]}; alone (latent mode) "
+        "the contents of the no-image path instead of mapping(z), e.g. a domain's neutral faces",
+    )
     data.add_argument("--texts", help="file of sentences, one per line (default: the paper's 28 expressions)")
     data.add_argument("--prompt-template", help="template of the 28 expressions (default: the preset's)")
 
@@ -231,8 +240,8 @@ def check_config(config: TrainConfig) -> None:
         raise OptionError(f"--contrastive-group {group} must divide --batch {config.batch}")
     if config.lpips_size is not None and config.lpips_size < 16:
         raise OptionError(f"--lpips-size must be at least 16 px, got {config.lpips_size}")
-    if (config.images is None) != (config.latents is None):
-        raise OptionError("image mode needs both --images DIR and --latents FILE (one W+ per image)")
+    if config.images is not None and config.latents is None:
+        raise OptionError("image mode needs --latents FILE (one W+ per image of --images) as well as --images DIR")
     if config.preset is None and config.checkpoint is None:
         raise OptionError("give --preset NAME (or --checkpoint FILE, which names its preset)")
     _check_paths(config)

@@ -114,6 +114,31 @@ def _read_latents(path: Path) -> Tensor | dict[str, Tensor]:
     raise DataError(f"{path} is not {expected}")
 
 
+def _check_latent(latent: Tensor, where: str, latents: Path, n_latent: int, style_dim: int) -> Tensor:
+    """One W+ [L, S] (a leading 1 dropped), or a DataError naming its shape and the preset's."""
+    latent = latent.squeeze(0) if latent.dim() == 3 and latent.shape[0] == 1 else latent
+    if tuple(latent.shape) != (n_latent, style_dim):
+        raise DataError(
+            f"the latent of {where} in {latents} has shape {list(latent.shape)}; this preset needs "
+            f"[{n_latent}, {style_dim}] (W+ of its generator)"
+        )
+    return latent.contiguous()
+
+
+def read_contents(latents: str | os.PathLike, n_latent: int, style_dim: int) -> Tensor:
+    """Latent mode's contents [N, L, S]: a tensor file's rows, or a dict's values in sorted key order."""
+    latents = Path(latents)
+    if not latents.is_file():
+        raise DataError(f"the latents file {latents} does not exist")
+    table = _read_latents(latents)
+    rows = list(table) if torch.is_tensor(table) else [table[k] for k in sorted(table)]
+    if torch.is_tensor(table) and table.dim() != 3:
+        raise DataError(f"{latents} holds a tensor of shape {list(table.shape)}; expected [N, {n_latent}, {style_dim}]")
+    if not rows:
+        raise DataError(f"{latents} holds no latents")
+    return torch.stack([_check_latent(row, f"row {i}", latents, n_latent, style_dim) for i, row in enumerate(rows)])
+
+
 @dataclass(frozen=True)
 class ImageItem:
     """One training face: the image file and its inverted W+ [L, S]."""
@@ -149,13 +174,7 @@ class ImageDataset:
                 rows.append(latent)
         self.items: list[ImageItem] = []
         for path, latent in zip(paths, rows):
-            latent = latent.squeeze(0) if latent.dim() == 3 and latent.shape[0] == 1 else latent
-            if tuple(latent.shape) != (n_latent, style_dim):
-                raise DataError(
-                    f"the latent of {path} in {latents} has shape {list(latent.shape)}; this preset needs "
-                    f"[{n_latent}, {style_dim}] (W+ of its generator)"
-                )
-            self.items.append(ImageItem(path, latent.contiguous()))
+            self.items.append(ImageItem(path, _check_latent(latent, str(path), latents, n_latent, style_dim)))
         log.debug("image dataset: %d faces from %s with latents %s", len(self.items), folder, latents)
 
     def __len__(self) -> int:

@@ -54,6 +54,7 @@ from training.clip_model import clip_image_size, create_clip, tokenize
 from training.data import (
     ImageDataset,
     default_texts,
+    read_contents,
     read_texts,
     sample_content_z,
     sample_image_ids,
@@ -374,6 +375,9 @@ class Trainer:
             if self.image_mode
             else None
         )
+        self.contents = (
+            read_contents(config.latents, self.preset.n_latent, self.preset.style_dim) if config.latent_mode else None
+        )
         self.weights = {
             "lpips_first": config.lambda_lpips if self.lpips is not None else 0.0,
             "lpips_last": config.lambda_lpips if self.lpips is not None else 0.0,
@@ -434,6 +438,8 @@ class Trainer:
             batch["content"] = torch.stack([self.dataset.items[i].latent for i in ids])
             batch["images"] = clip_normalize(torch.stack([p[0] for p in pairs])).to(self.device)
             batch["targets"] = torch.stack([p[1] for p in pairs]).to(self.device)
+        elif self.contents is not None:
+            batch["content"] = self.contents[sample_image_ids(config.seed, step, len(self.contents), total)[rows]]
         else:
             z = sample_content_z(config.seed, step, total, self.preset.style_dim)[rows].to(self.device)
             with torch.no_grad():
@@ -527,6 +533,8 @@ class Trainer:
             image = self.dataset.images(0, (self.encoder_size,))[0]
             content = self.dataset.items[0].latent[None].to(self.device)
             image_embedding = self.model.encode_image(clip_normalize(image[None].to(self.device))).expand(count, -1)
+        elif self.contents is not None:
+            content, image_embedding = self.contents[:1].to(self.device), None
         else:
             z = torch.from_numpy(seed_z(0, self.preset.style_dim)).to(self.device)
             content = self.generator.mapping(z)[:, None].repeat(1, self.preset.n_latent, 1)
@@ -566,6 +574,8 @@ class Trainer:
         data = (
             f"image mode: {len(self.dataset)} faces from {config.images}"
             if self.dataset is not None
+            else f"latent mode: no image, {len(self.contents)} contents from {config.latents} (LPIPS off)"
+            if self.contents is not None
             else "no-image mode: content sampled through the mapping network (LPIPS off)"
         )
         return (

@@ -20,6 +20,7 @@ from lgfa_deploy.commands.common import (
     open_animator,
     prepare_face,
 )
+from lgfa_deploy.default_bundle import default_bundle
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.pipeline import check_seed, check_text, load_latent
 from lgfa_deploy.tokenizer import ClipTokenizer
@@ -39,16 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "(e4e) and embedded (CLIP); --save-latent keeps its content W+ to animate again with --latent."
         ),
         (
-            "With --bundle DIR it runs an exported bundle on --backend auto (default: the fastest installed "
-            "backend that keeps fidelity here), onnxruntime, openvino, tensorrt or torch. "
-            "Without --bundle it runs the PyTorch reference networks straight from checkpoints "
-            "(--checkpoint/--stylegan) or random weights (--random-init), for seeds and latents."
+            "It runs a bundle (--bundle DIR, default: the embedded faces-64 model, trained by this project on "
+            "its synthetic cartoon faces) on --backend auto (default: the fastest installed backend that keeps "
+            "fidelity here), onnxruntime, openvino, tensorrt or torch. With --preset, --checkpoint, --stylegan or "
+            "--random-init instead it runs the PyTorch reference networks straight from those weights, for seeds "
+            "and latents."
         ),
         TEXT_RULES,
         CTRL_C_RULES,
     ))
     parser.epilog = (
         "examples:\n"
+        '  lgfa animate --text "The person is smiling." --out clip.mp4          # the embedded default, seed 0\n'
+        '  lgfa animate --text "The person is winking." --seed 7 --out wink.mp4\n'
         '  lgfa animate --bundle engines/tiny --text "The person is smiling." --seed 0 --out clip.mp4\n'
         '  lgfa animate --bundle engines/tiny --text "The person is angry." --image me.jpg --save-latent me.npy --out me.mp4\n'
         '  lgfa animate --bundle engines/tiny --text "The person is smiling." --latent me.npy --out frames/   # PNGs\n'
@@ -57,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--text", required=True, help='the sentence, e.g. "The person is smiling." (at most 77 tokens)')
-    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export'")
+    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)")
     add_content_arguments(parser)
     parser.add_argument(
         "--frames", type=int, default=None,
@@ -80,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise LgfaError(f"--frames must be at least 2, got {args.frames}")
     check_video_options(args)
     check_output(args.out)
+    reference = args.preset is not None or args.checkpoint is not None or args.stylegan is not None or args.random_init
+    if args.bundle is None and not reference:
+        args.bundle = str(default_bundle())
     if args.bundle is not None:
         return run_bundle(args)
     return run_reference(args)

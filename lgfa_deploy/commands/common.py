@@ -16,6 +16,7 @@ import numpy as np
 from lgfa_deploy.atomic import publish
 from lgfa_deploy.backends.base import BACKENDS, DEVICES, RUNTIME_PRECISIONS, open_backend
 from lgfa_deploy.bundle import Bundle
+from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.commands.align import face_index
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
@@ -88,7 +89,8 @@ def check_video_options(args: argparse.Namespace) -> None:
 def add_content_arguments(parser: argparse.ArgumentParser) -> None:
     """--seed N | --latent FILE | --image PHOTO: whose face; --face, --save-latent, --save-aligned."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--seed", type=int, default=None, help="face seed: z ~ N(0, I) through the mapping network (default 0)")
+    group.add_argument("--seed", type=int, default=None, help="face seed: z ~ N(0, I) through the mapping network (default 0); on the "
+                       "synthetic face domain a neutral face drawn from the seed")
     group.add_argument(
         "--latent", default=None, metavar="FILE",
         help="face as W+ in a .npy file, shape [L, 512] or [1, L, 512]; its motion is text-only (a latent "
@@ -138,7 +140,7 @@ def open_animator(
             raise LgfaError("--compile works with --backend torch only")
         options["compile"] = True
     check_content_outputs(args)
-    bundle = Bundle.open(args.bundle)
+    bundle = Bundle.open(bundle_or_default(args.bundle))
     if check_bundle is not None:
         check_bundle(bundle)
     tokenizer = ClipTokenizer(bundle.tokenizer_path, context_length=CONTEXT_LENGTH)

@@ -1,8 +1,8 @@
-"""``lgfa eval --bundle DIR``: measure how a bundle's clips do what their sentences say.
+"""``lgfa eval [--bundle DIR]``: measure how a bundle's clips do what their sentences say.
 
 On a bundle of the synthetic face domain (one with the ``parameter_reader`` graph and the
-manifest's ``face_domain`` facts) every covered prompt animates N seeds from the neutral
-expression, the reader reads every frame, and :mod:`lgfa_deploy.evaluation` scores progress
+manifest's ``face_domain`` facts) every covered prompt animates seeds 0..N-1 (each a neutral face
+of the domain, :mod:`lgfa_deploy.face_domain`), the reader reads every frame, and :mod:`lgfa_deploy.evaluation` scores progress
 toward the target, off-target motion, identity drift and jitter against the issue's targets. On
 any bundle, ``--face-scores`` adds dlib's identity distance, ACD and landmark jitter, and a
 bundle with the photo graphs gets a CLIP score (text-image cosine at the first and last frame).
@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -24,16 +23,18 @@ from lgfa_deploy.atomic import write_bytes_atomic, write_json_atomic
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.commands.common import add_runtime_arguments
+from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.evaluation import PromptScore, face_scores, plot, score_prompt, table
+from lgfa_deploy.align import READABLE_SUFFIXES, read_image
+from lgfa_deploy.evaluation import PromptScore, face_scores, fid, plot, score_prompt, table
 from lgfa_deploy.graphs import PARAMETER_READER
 from lgfa_deploy.pipeline import Animator, clip_pixels
 
 log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
-  lgfa eval --bundle engines/faces-64 --out eval/faces-64
-  lgfa eval --bundle engines/faces-64 --seeds 8 --prompts smiling "closing eyes" --out eval/quick
+  lgfa eval --out eval/default                        # the embedded faces-64 model, 64 seeds
+  lgfa eval --seeds 8 --prompts smiling "closing eyes" --out eval/quick
   lgfa eval --bundle engines/ffhq-256 --face-scores --seeds 4 --out eval/ffhq"""
 
 
@@ -44,38 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory from 'lgfa export'")
+    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for eval.json, eval.md and eval.png")
     parser.add_argument("--seeds", type=int, default=64, help="clips per prompt, seeds 0..N-1 (default: 64)")
     parser.add_argument("--prompts", nargs="+", default=None, metavar="EXPRESSION",
                         help="expressions, put into the bundle's prompt template (default on the face domain: "
                              "every covered one; required on other bundles)")
     parser.add_argument("--face-scores", action="store_true", help="dlib identity distance, ACD and landmark jitter")
+    fid = parser.add_argument_group("FID (only with Inception weights you bring; needs the train extra)")
+    fid.add_argument("--fid-inception", metavar="FILE",
+                     help="torchvision's Inception v3 weights (inception_v3_google-*.pth or .safetensors)")
+    fid.add_argument("--fid-real", metavar="DIR",
+                     help="folder of real images (at least 2) to compare the first and last frames of every clip with")
     add_runtime_arguments(parser)
-
-
-def conditioned_z(parameters: np.ndarray, z_facts: dict) -> np.ndarray:
-    """The domain's z [N, 2P]: Phi^-1 of the clipped parameters, then P ones (as the manifest states)."""
-    if z_facts.get("kind") != "inverse-normal-cdf-then-ones":
-        raise LgfaError(f"this lgfa-deploy does not know the face domain's z kind {z_facts.get('kind')!r}; update it")
-    clip = float(z_facts["clip"])
-    inv = NormalDist().inv_cdf
-    normal = np.array([[inv(min(max(float(v), clip), 1 - clip)) for v in row] for row in parameters])
-    return np.concatenate([normal, np.ones_like(normal)], axis=1).astype(np.float32)
-
-
-def neutral_contents(animator: Animator, facts: dict, seeds: int) -> np.ndarray:
-    """Content W+ [seeds, L, S] of neutral faces whose varying identity parameters are drawn from each seed."""
-    identity, names = facts["identity"], facts["parameters"]
-    contents = []
-    for seed in range(seeds):
-        rng = np.random.default_rng(seed)
-        values = {n: float(rng.random()) if n in facts["varying_identity"] else facts["fixed_identity_value"] for n in identity}
-        values.update(facts["neutral"])
-        z = conditioned_z(np.array([[values[n] for n in names]]), facts["z"])
-        w = animator.backend.run("mapping", {"z": z})["w"]
-        contents.append(np.repeat(w[:, None], animator.bundle.n_latent, axis=1)[0])
-    return np.stack(contents)
 
 
 def frames_to_reader_input(frames: np.ndarray) -> np.ndarray:
@@ -86,7 +68,7 @@ def frames_to_reader_input(frames: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise LgfaError(f"--seeds must be at least 1, got {args.seeds}")
-    bundle = Bundle.open(args.bundle)
+    bundle = Bundle.open(bundle_or_default(args.bundle))
     facts = bundle.manifest.get("face_domain")
     synthetic = facts is not None and PARAMETER_READER in bundle.graph_names
     if synthetic:
@@ -100,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
                         "name the expressions to animate with --prompts")  # fmt: skip
     else:
         prompts = args.prompts
+    real_images = check_fid_options(args)
+    inception = open_inception(args.fid_inception) if real_images else None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LgfaError(f"--out {out} is a file; give a folder")
@@ -109,14 +93,13 @@ def run(args: argparse.Namespace) -> int:
     backend = open_backend(args.backend, bundle, device=args.device, precision=args.precision, **options)
     reader = backend if args.backend != "torch" else open_backend("onnxruntime", bundle, device="cpu")
     animator = Animator(bundle, backend, micro_batch=args.micro_batch)
-    contents = neutral_contents(animator, facts, args.seeds) if synthetic else None
     report: dict = {"bundle": str(bundle.root), "backend": args.backend, "seeds": args.seeds, "frames": bundle.frames}
     scores: list[PromptScore] = []
     clip_scores: dict[str, dict[str, float]] = {}
     all_clips = []
     for prompt in tqdm(prompts, desc="eval", unit="prompt"):
         text = bundle.prompt_template.format(prompt)
-        clips = [animator.animate(text, latent=contents[s]) if synthetic else animator.animate(text, seed=s) for s in range(args.seeds)]
+        clips = [animator.animate(text, seed=s) for s in range(args.seeds)]
         all_clips += clips
         if synthetic:
             read = np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in clips])
@@ -130,11 +113,14 @@ def run(args: argparse.Namespace) -> int:
         report["clip_score"] = clip_scores
     if args.face_scores:
         report["face_scores"] = face_scores(all_clips).to_dict()
+    if real_images:
+        report["fid"] = fid_report(inception, args.fid_inception, real_images, all_clips)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "eval.json", report)
     markdown = table(scores) if scores else ""
-    if "face_scores" in report:
-        markdown += "\n" + "\n".join(f"- {k}: {v}" for k, v in report["face_scores"].items()) + "\n"
+    for key in ("face_scores", "fid"):
+        if key in report:
+            markdown += "\n" + "\n".join(f"- {k}: {v}" for k, v in report[key].items()) + "\n"
     write_bytes_atomic(out / "eval.md", markdown.encode())
     if scores:
         png = cv2.imencode(".png", plot(scores))[1]
@@ -155,3 +141,45 @@ def clip_score(animator: Animator, text: str, clips: list[np.ndarray]) -> dict[s
             image = animator.backend.run("clip_image", {"pixels": pixels})["image_embedding"][0]
             cosines[key].append(float(image @ text_embedding / (np.linalg.norm(image) * np.linalg.norm(text_embedding))))
     return {key: float(np.mean(v)) for key, v in cosines.items()}
+
+
+def check_fid_options(args: argparse.Namespace) -> list[Path]:
+    """The real images of --fid-real when --fid-inception is given (both or neither), before any work."""
+    if (args.fid_inception is None) != (args.fid_real is None):
+        raise LgfaError("FID needs both --fid-inception FILE (Inception v3 weights) and --fid-real DIR (real images)")
+    if args.fid_inception is None:
+        return []
+    if not Path(args.fid_inception).is_file():
+        raise LgfaError(f"--fid-inception {args.fid_inception} does not exist or is not a file")
+    folder = Path(args.fid_real)
+    if not folder.is_dir():
+        raise LgfaError(f"--fid-real {folder} is not a folder of images")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in READABLE_SUFFIXES)
+    if len(images) < 2:
+        raise LgfaError(f"--fid-real {folder} holds {len(images)} images ({', '.join(READABLE_SUFFIXES)}); FID needs at least 2")
+    return images
+
+
+def open_inception(weights: str):
+    """The user's Inception v3 (torch), loaded before any clip is made so that a wrong file fails first."""
+    try:
+        from training.checkpoints import CheckpointError
+        from training.inception import load_inception
+    except ImportError as exc:
+        raise LgfaError(f"FID needs torch and torchvision (pip install 'lgfa-deploy[train]'): {exc}") from None
+    try:
+        return load_inception(weights)
+    except CheckpointError as exc:
+        raise LgfaError(str(exc)) from None
+
+
+def fid_report(network, weights: str, real_images: list[Path], clips: list[np.ndarray]) -> dict:
+    """FID between the first and last frames of the clips and the real images."""
+    from training.inception import inception_features
+
+    frames = np.stack([frame for clip in clips for frame in (clip[0], clip[-1])])
+    real = [read_image(path) for path in tqdm(real_images, desc="fid: real images", unit="image")]
+    generated_features = inception_features(network, frames)
+    real_features = np.concatenate([inception_features(network, image[None]) for image in real])
+    return {"fid": fid(generated_features, real_features), "generated_frames": len(frames), "real_images": len(real),
+            "inception": str(weights)}  # fmt: skip

@@ -5,6 +5,7 @@ import argparse
 import textwrap
 
 from lgfa_deploy.commands.common import add_runtime_arguments
+from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
 
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  curl -s 127.0.0.1:8002/metrics | grep nv_inference_count                  # Prometheus metrics"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory from 'lgfa export'")
+    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to every network)")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compile and args.backend != "torch":
         raise LgfaError("--compile works with --backend torch only")
     animator = api.open(
-        args.bundle, backend=args.backend, device=args.device, precision=args.precision,
+        bundle_or_default(args.bundle), backend=args.backend, device=args.device, precision=args.precision,
         micro_batch=args.micro_batch, **options,
     )
     with animator:

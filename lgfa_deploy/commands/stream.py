@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = (
         "examples:\n"
+        "  lgfa stream --texts sentences.txt --out talk.mp4        # the embedded default model, seed 0\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --out talk.mp4\n"
         "  lgfa stream --bundle engines/tiny --texts - --window --fps 10      # type sentences, Enter each\n"
         "  lgfa stream --bundle engines/tiny --texts sentences.txt --image photo.jpg --save-latent me.npy --out me.mp4\n"
@@ -56,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ffmpeg -f rawvideo -pix_fmt bgr24 -s 32x32 -r 10 -i - talk.mp4"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory from 'lgfa export'")
+    parser.add_argument(
+        "--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)"
+    )
     parser.add_argument(
         "--texts", required=True, metavar="FILE|-",
         help="one sentence a line (blank lines and '# comments' skipped); '-' reads stdin as lines arrive",
