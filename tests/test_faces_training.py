@@ -25,8 +25,9 @@ from training.faces.generator_regression import (
     PRESET,
     Phase,
     generate,
+    expression_code_loss,
     optimizer_for,
-    phase_settings,
+    phase_at,
     regression_loss,
     train_generator,
 )
@@ -161,13 +162,23 @@ def test_eval_refuses_an_expression_the_domain_does_not_cover(tiny_bundle: Path,
     assert code == 2 and "not covered by this face domain" in err and len(err.splitlines()) == 1
 
 
-def test_phases_set_learning_rate_and_region_weight_step_by_step() -> None:
-    phases = [Phase(4, 3e-3, 3e-3), Phase(8, 2e-3, 0.0, 20.0)]
-    assert [phase_settings(s, phases) for s in (0, 3)] == [(3e-3, 4), (3e-3, 4)]
-    assert [phase_settings(s, phases)[0] for s in (4, 6, 7, 8)] == pytest.approx([2e-3, 1e-3, 5e-4, 0.0])
-    assert phase_settings(5, phases)[1] == 20.0
+def test_phases_set_learning_rate_and_loss_weights_step_by_step() -> None:
+    phases = [Phase(4, 3e-3, 3e-3), Phase(8, 2e-3, 0.0, 20.0, 1.0)]
+    assert [phase_at(s, phases) for s in (0, 3)] == [(3e-3, phases[0]), (3e-3, phases[0])]
+    assert [phase_at(s, phases)[0] for s in (4, 6, 7, 8)] == pytest.approx([2e-3, 1e-3, 5e-4, 0.0])
+    assert phase_at(5, phases)[1].region_weight == 20.0 and phase_at(5, phases)[1].expression_code == 1.0
     with pytest.raises(OptionError, match="ends at step 8"):
         train_generator("unused", steps=10, phases=phases)
+
+
+def test_expression_code_ties_the_first_eight_w_values_to_twice_the_expression() -> None:
+    parameters = torch.zeros(2, len(NAMES))
+    parameters[:, len(NAMES) - len(EXPRESSION) :] = torch.linspace(0, 1, 8)
+    w = torch.zeros(2, 32)
+    w[:, :8] = 2 * torch.linspace(0, 1, 8)
+    assert expression_code_loss(w, parameters).item() == 0.0
+    w[0, 0] += 1.0  # one of 16 values off by 1
+    assert expression_code_loss(w, parameters).item() == pytest.approx(1 / 16)
 
 
 @pytest.mark.slow
