@@ -131,9 +131,9 @@ def read_contents(latents: str | os.PathLike, n_latent: int, style_dim: int) -> 
     if not latents.is_file():
         raise DataError(f"the latents file {latents} does not exist")
     table = _read_latents(latents)
-    rows = list(table) if torch.is_tensor(table) else [table[k] for k in sorted(table)]
     if torch.is_tensor(table) and table.dim() != 3:
         raise DataError(f"{latents} holds a tensor of shape {list(table.shape)}; expected [N, {n_latent}, {style_dim}]")
+    rows = list(table) if torch.is_tensor(table) else [table[k] for k in sorted(table)]
     if not rows:
         raise DataError(f"{latents} holds no latents")
     return torch.stack([_check_latent(row, f"row {i}", latents, n_latent, style_dim) for i, row in enumerate(rows)])

@@ -13,6 +13,7 @@ from lgfa_deploy.commands.common import (
     DEFAULT_VIDEO_FPS,
     TEXT_RULES,
     SideFiles,
+    add_bundle_argument,
     add_content_arguments,
     add_runtime_arguments,
     add_video_arguments,
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--text", required=True, help='the sentence, e.g. "The person is smiling." (at most 77 tokens)')
-    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)")
+    add_bundle_argument(parser)
     add_content_arguments(parser)
     parser.add_argument(
         "--frames", type=int, default=None,

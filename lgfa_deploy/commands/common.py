@@ -16,8 +16,8 @@ import numpy as np
 from lgfa_deploy.atomic import publish
 from lgfa_deploy.backends.base import BACKENDS, DEVICES, RUNTIME_PRECISIONS, open_backend
 from lgfa_deploy.bundle import Bundle
-from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.commands.align import face_index
+from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.graphs import CONTEXT_LENGTH
 from lgfa_deploy.pipeline import Animator, align_photo, check_micro_batch, check_seed, check_text, load_latent
@@ -45,6 +45,13 @@ CTRL_C_RULES = (
 
 
 # -- options ----------------------------------------------------------------------------------------------
+def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
+    """--bundle DIR, which may be left out for the embedded default (:func:`bundle_or_default`)."""
+    parser.add_argument(
+        "--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)"
+    )
+
+
 def add_runtime_arguments(parser: argparse.ArgumentParser, backend_default: str | None = "auto") -> None:
     """--backend, --device, --precision, --micro-batch and --compile: how a bundle runs."""
     group = parser.add_argument_group("runtime")

@@ -2,10 +2,10 @@
 
 On a bundle of the synthetic face domain (one with the ``parameter_reader`` graph and the
 manifest's ``face_domain`` facts) every covered prompt animates seeds 0..N-1 (each a neutral face
-of the domain, :mod:`lgfa_deploy.face_domain`), the reader reads every frame, and :mod:`lgfa_deploy.evaluation` scores progress
-toward the target, off-target motion, identity drift and jitter against the issue's targets. On
-any bundle, ``--face-scores`` adds dlib's identity distance, ACD and landmark jitter, and a
-bundle with the photo graphs gets a CLIP score (text-image cosine at the first and last frame).
+of the domain, :mod:`lgfa_deploy.face_domain`), the reader reads every frame, and
+:mod:`lgfa_deploy.evaluation` scores progress toward the target, off-target motion, identity
+drift and jitter against the issue's targets. On any bundle, ``--face-scores`` adds dlib's
+identity distance, ACD and landmark jitter, and a bundle with the photo graphs gets a CLIP score (text-image cosine at the first and last frame).
 Writes ``eval.json``, ``eval.md`` (the table) and ``eval.png`` (a bar chart) into ``--out``.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from lgfa_deploy.atomic import write_bytes_atomic, write_json_atomic
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
-from lgfa_deploy.commands.common import add_runtime_arguments
+from lgfa_deploy.commands.common import add_bundle_argument, add_runtime_arguments
 from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.align import READABLE_SUFFIXES, read_image
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)")
+    add_bundle_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for eval.json, eval.md and eval.png")
     parser.add_argument("--seeds", type=int, default=64, help="clips per prompt, seeds 0..N-1 (default: 64)")
     parser.add_argument("--prompts", nargs="+", default=None, metavar="EXPRESSION",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from lgfa_deploy.commands.common import add_runtime_arguments
+from lgfa_deploy.commands.common import add_bundle_argument, add_runtime_arguments
 from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  curl -s 127.0.0.1:8002/metrics | grep nv_inference_count                  # Prometheus metrics"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)")
+    add_bundle_argument(parser)
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to every network)")

@@ -20,6 +20,7 @@ from lgfa_deploy.commands.common import (
     DEFAULT_VIDEO_FPS,
     TEXT_RULES,
     SideFiles,
+    add_bundle_argument,
     add_content_arguments,
     add_runtime_arguments,
     add_video_arguments,
@@ -57,9 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ffmpeg -f rawvideo -pix_fmt bgr24 -s 32x32 -r 10 -i - talk.mp4"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument(
-        "--bundle", default=None, metavar="DIR", help="bundle directory from 'lgfa export' (default: the embedded faces-64 model)"
-    )
+    add_bundle_argument(parser)
     parser.add_argument(
         "--texts", required=True, metavar="FILE|-",
         help="one sentence a line (blank lines and '# comments' skipped); '-' reads stdin as lines arrive",

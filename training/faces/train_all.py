@@ -31,7 +31,7 @@ import torch
 
 from training.checkpoints import Models, save_checkpoint
 from training.faces.clip_renders import PROMPT_TEMPLATE, prompt_accuracy, train_clip
-from training.faces.generator_regression import PRESET, Phase, gate, generate, train_generator, write_gate
+from training.faces.generator_regression import PRESET, Phase, gate, train_generator, write_gate
 from training.faces.parameters import GENERATOR_IDENTITY, neutral_parameters, parameters_to_z, sample_identity
 from training.faces.prompts import COVERED
 from training.faces.reader import train_reader
