@@ -7,7 +7,9 @@ N clips of T frames), per prompt:
   over clips; the prompt's score is its weakest parameter (1 = reached the target, 0 = no motion);
 - ``off_target``: for each off-target expression parameter, the largest |read[t] - read[0]| over
   the clip, averaged over clips; the score is the worst parameter (0-1 range);
-- ``identity_drift``: the same for the identity parameters;
+- ``identity_drift``: the same for the identity parameters, leaving out those the reader cannot hold
+  steady on the renderer's own faces along the prompt's path (ground truth, identity unchanged; the
+  manifest's ``unreadable_identity``: a closed eye hides the iris, so its read colour wanders);
 - ``jitter``: per clip, the frame-to-frame steps of the expression parameters (Euclidean); the
   ratio of the largest to the median step, worst clip (1 = uniform motion); also the median step.
 ``TARGETS`` are the issue's pass marks.
@@ -71,6 +73,7 @@ def score_prompt(
     expression: Sequence[str],
     neutral: dict[str, float],
     on_target: dict[str, float],
+    unreadable_identity: Sequence[str] = (),
 ) -> PromptScore:
     """Scores of one prompt from the read parameters [N clips, T frames, P] (see the module)."""
     read = np.asarray(read, dtype=np.float64)
@@ -84,7 +87,8 @@ def score_prompt(
     )
     off = [index[n] for n in expression if n not in on_target]
     off_target = float(moved[:, off].mean(axis=0).max()) if off else 0.0
-    identity_drift = float(moved[:, [index[n] for n in identity]].mean(axis=0).max())
+    readable = [index[n] for n in identity if n not in unreadable_identity]
+    identity_drift = float(moved[:, readable].mean(axis=0).max()) if readable else 0.0
     expr = read[:, :, [index[n] for n in expression]]
     steps = np.linalg.norm(np.diff(expr, axis=1), axis=2)  # [N, T-1]
     ratios, medians = zip(*(jitter(s) for s in steps))

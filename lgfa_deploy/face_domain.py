@@ -40,3 +40,13 @@ def seed_parameters(seed: int, facts: dict) -> np.ndarray:
 def domain_seed_z(seed: int, facts: dict) -> np.ndarray:
     """The conditioned z [1, 2P] of a seed's neutral face."""
     return conditioned_z(seed_parameters(seed, facts), facts["z"])
+
+
+def target_path_parameters(seed: int, facts: dict, prompt: str, frames: int) -> np.ndarray:
+    """Parameters [frames, P]: the seed's neutral face moving in equal steps to the prompt's target
+    expression (its on-target parameters; every other parameter stays), the last frame at the target."""
+    start = seed_parameters(seed, facts)[0]
+    target = start.copy()
+    for name, value in facts["prompts"][prompt]["on_target"].items():
+        target[facts["parameters"].index(name)] = value
+    return start + np.linspace(0.0, 1.0, frames)[:, None] * (target - start)

@@ -13,6 +13,7 @@ from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.cli import main
 from lgfa_deploy.default_bundle import DEFAULT_BUNDLE, default_bundle
 from lgfa_deploy.errors import LgfaError
+from lgfa_deploy.face_domain import seed_parameters, target_path_parameters
 from lgfa_deploy.graphs import PARAMETER_READER
 from tests.helpers import copy_bundle, read_video
 
@@ -123,3 +124,31 @@ def test_lgfa_eval_without_a_bundle_scores_the_default(tmp_path: Path) -> None:
     assert main(["eval", "--seeds", "2", "--prompts", "smiling", "--out", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["bundle"] == str(DEFAULT_BUNDLE) and report["synthetic"][0]["prompt"] == "smiling"
+
+
+def test_the_target_path_runs_in_equal_steps_from_the_seeds_face_to_the_prompts_target() -> None:
+    facts = Bundle.open(default_bundle()).manifest["face_domain"]
+    path = target_path_parameters(3, facts, "surprised", 16)
+    start = seed_parameters(3, facts)[0]
+    on_target = {"eye_open_left": 1.0, "eye_open_right": 1.0, "brow_height": 0.9, "mouth_open": 0.45, "mouth_width": 0.2}
+    assert path.shape == (16, 16) and np.array_equal(path[0], start)
+    for name, value in zip(facts["parameters"], path[-1]):
+        assert value == pytest.approx(on_target.get(name, start[facts["parameters"].index(name)])), name
+    assert np.allclose(np.diff(path, axis=0), (path[-1] - path[0]) / 15)
+
+
+def test_eval_ceiling_scores_the_generators_own_path(tmp_path: Path) -> None:
+    """The shipped generator closes the eyes along its own path as the reader reads it (docs/faces-64/eval.md)."""
+    assert main(["eval", "--seeds", "2", "--prompts", "closing eyes", "--ceiling", "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["ceiling"][0]["prompt"] == "closing eyes" and report["ceiling"][0]["progress"] >= 0.8
+    assert "Ceiling" in (tmp_path / "eval" / "eval.md").read_text()
+
+
+def test_the_default_leaves_the_hidden_iris_out_of_closing_eyes_identity_drift() -> None:
+    """Measured at export on renders (ground truth, identity unchanged): closed eyes hide the iris, so its read
+    colour wanders past the 0.05 target and is not scored; skin, which stays in view, never is left out."""
+    prompts = Bundle.open(default_bundle()).manifest["face_domain"]["prompts"]
+    assert prompts["closing eyes"]["unreadable_identity"]["iris_color"] > 0.05
+    assert not any("skin" in entry.get("unreadable_identity", {}) for entry in prompts.values())
+    assert "unreadable_identity" not in prompts["angry"]  # brows and mouth hide no identity parameter

@@ -67,6 +67,16 @@ def test_identity_drift_is_averaged_over_clips() -> None:
     assert s.identity_drift == pytest.approx(0.05)
 
 
+def test_identity_drift_leaves_out_what_the_reader_cannot_read_for_this_prompt() -> None:
+    hidden_wanders = clip(START, {**START, "skin": 0.5, "hair": 0.75, "eye": 0.0})  # skin read 0.2 off, hair 0.05
+    clips = np.stack([hidden_wanders])
+    every = score_prompt("p", clips, NAMES, IDENTITY, EXPRESSION, NEUTRAL, {"eye": 0.0})
+    readable = score_prompt("p", clips, NAMES, IDENTITY, EXPRESSION, NEUTRAL, {"eye": 0.0}, unreadable_identity=["skin"])
+    assert every.identity_drift == pytest.approx(0.2) and readable.identity_drift == pytest.approx(0.05)
+    none_left = score_prompt("p", clips, NAMES, IDENTITY, EXPRESSION, NEUTRAL, {"eye": 0.0}, unreadable_identity=IDENTITY)
+    assert none_left.identity_drift == 0.0
+
+
 def test_one_jump_makes_jitter_ratio_its_size_over_the_median() -> None:
     steps = np.full(T - 1, 0.01)
     steps[7] = 0.05

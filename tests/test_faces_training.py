@@ -19,19 +19,27 @@ from tests.helpers import copy_bundle
 from training.checkpoints import load_clip_weights
 from training.clip_model import create_clip
 from training.errors import OptionError
-from training.faces.clip_renders import train_clip
+from training.faces.clip_renders import (
+    INTENSITY,
+    JITTER,
+    NEGATIVE_MARGIN,
+    contrastive_loss,
+    expression_parameters,
+    negative_parameters,
+    train_clip,
+)
 from training.faces.dataset import FaceSet, render_set, weight_map
 from training.faces.generator_regression import (
     PRESET,
     Phase,
-    generate,
     expression_code_loss,
+    generate,
     optimizer_for,
     phase_at,
     regression_loss,
     train_generator,
 )
-from training.faces.parameters import EXPRESSION, NAMES, parameters_to_z
+from training.faces.parameters import EXPRESSION, NAMES, NEUTRAL, parameters_to_z
 from training.faces.prompts import COVERED
 from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters, train_reader
 from training.faces.train_all import main as train_all_main
@@ -135,13 +143,71 @@ def test_clip_trainer_writes_weights_the_animation_model_loads(tmp_path: Path) -
     clip.load_state_dict(load_clip_weights(tmp_path / "clip" / "clip.safetensors"))
 
 
+def test_clip_faces_lie_part_of_the_way_from_neutral_to_their_targets() -> None:
+    names = [name for name in COVERED for _ in range(40)]
+    expression = expression_parameters(names, np.random.default_rng(0), INTENSITY)[:, len(NAMES) - len(EXPRESSION) :]
+    parts = []
+    for row, name in zip(expression, names):
+        for j, parameter in enumerate(EXPRESSION):
+            start = NEUTRAL[parameter]
+            if parameter not in COVERED[name]:
+                assert abs(row[j] - start) <= JITTER + 1e-6, (name, parameter)
+                continue
+            move = COVERED[name][parameter] - start
+            part = (row[j] - start) / move
+            assert INTENSITY[0] - JITTER / abs(move) - 1e-6 <= part <= 1 + JITTER / abs(move) + 1e-6, (name, parameter)
+            if abs(move) >= 0.5:
+                parts.append(part)
+    # faces at every intensity, not only at the targets
+    assert min(parts) < 0.3 and max(parts) > 0.9 and 0.45 < float(np.median(parts)) < 0.7
+
+
+def test_clip_negatives_lie_away_from_every_prompts_way_to_its_target() -> None:
+    expression = negative_parameters(300, np.random.default_rng(1))[:, len(NAMES) - len(EXPRESSION) :]
+    neutral = np.array([NEUTRAL[n] for n in EXPRESSION])
+    for name, targets in COVERED.items():
+        target = np.array([targets.get(n, NEUTRAL[n]) for n in EXPRESSION])
+        way = neutral + np.linspace(INTENSITY[0], INTENSITY[1], 200)[:, None] * (target - neutral)
+        nearest = np.abs(expression[:, None] - way[None]).max(axis=2).min(axis=1)
+        assert nearest.min() >= NEGATIVE_MARGIN - 0.026, name  # the trainer checks points 0.05 apart on the way
+    assert expression.std(axis=0).min() > 0.2  # spread over the whole range
+
+
+class FixedFeatures(torch.nn.Module):
+    """A stand-in CLIP whose features are its inputs, at logit scale 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+
+def test_clip_contrastive_loss_with_a_negative_by_hand() -> None:
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # two faces and a negative
+    texts = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    # similarities: face 0 -> (1, 0.6), face 1 -> (0, 0.8), negative -> (0.6, 1.0)
+    faces_pick = (-np.log(np.e**1 / (np.e**1 + np.e**0.6)) - np.log(np.e**0.8 / (np.e**0 + np.e**0.8))) / 2
+    texts_pick = (-np.log(np.e**1 / (np.e**1 + np.e**0 + np.e**0.6))
+                  - np.log(np.e**0.8 / (np.e**0.6 + np.e**0.8 + np.e**1.0))) / 2  # fmt: skip
+    loss = contrastive_loss(FixedFeatures(), images, texts)
+    assert loss.item() == pytest.approx((faces_pick + texts_pick) / 2, rel=1e-6)
+
+
 def test_reader_exports_into_a_bundle_and_runs_on_onnxruntime(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle_dir = copy_bundle(tiny_bundle, tmp_path)
     torch.manual_seed(3)
     reader = ParameterReader(32, width=8).eval()
     add_parameter_reader(bundle_dir, reader)
     bundle = Bundle.open(bundle_dir)  # hashes checked
-    assert set(bundle.manifest["face_domain"]["prompts"]) == set(COVERED)
+    facts = bundle.manifest["face_domain"]
+    assert set(facts["prompts"]) == set(COVERED)
+    for entry in facts["prompts"].values():  # only identity parameters past the target on ground truth
+        assert all(name in facts["identity"] and drift > 0.05 for name, drift in entry.get("unreadable_identity", {}).items())
     frames = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
     backend = open_backend("onnxruntime", bundle, device="cpu")
     got = backend.run("parameter_reader", {"image": frames.numpy()})["parameters"]

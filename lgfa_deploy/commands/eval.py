@@ -4,8 +4,10 @@ On a bundle of the synthetic face domain (one with the ``parameter_reader`` grap
 manifest's ``face_domain`` facts) every covered prompt animates seeds 0..N-1 (each a neutral face
 of the domain, :mod:`lgfa_deploy.face_domain`), the reader reads every frame, and
 :mod:`lgfa_deploy.evaluation` scores progress toward the target, off-target motion, identity
-drift and jitter against the issue's targets. On any bundle, ``--face-scores`` adds dlib's
-identity distance, ACD and landmark jitter, and a bundle with the photo graphs gets a CLIP score (text-image cosine at the first and last frame).
+drift and jitter against the issue's targets; ``--ceiling`` scores the same way the generator's
+own path from each neutral face to each target (what a perfect motion model could reach). On any
+bundle, ``--face-scores`` adds dlib's identity distance, ACD and landmark jitter, and a bundle with
+the photo graphs gets a CLIP score (text-image cosine at the first and last frame).
 Writes ``eval.json``, ``eval.md`` (the table) and ``eval.png`` (a bar chart) into ``--out``.
 """
 from __future__ import annotations
@@ -20,12 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from lgfa_deploy.atomic import write_bytes_atomic, write_json_atomic
-from lgfa_deploy.backends import open_backend
+from lgfa_deploy.backends import Backend, open_backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.commands.common import add_bundle_argument, add_runtime_arguments
 from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.align import READABLE_SUFFIXES, read_image
+from lgfa_deploy.face_domain import conditioned_z, target_path_parameters
 from lgfa_deploy.evaluation import PromptScore, face_scores, fid, plot, score_prompt, table
 from lgfa_deploy.graphs import PARAMETER_READER
 from lgfa_deploy.pipeline import Animator, clip_pixels
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = """examples:
   lgfa eval --out eval/default                        # the embedded faces-64 model, 64 seeds
   lgfa eval --seeds 8 --prompts smiling "closing eyes" --out eval/quick
+  lgfa eval --seeds 16 --ceiling --out eval/ceiling      # and the generator's own paths to the targets
   lgfa eval --bundle engines/ffhq-256 --face-scores --seeds 4 --out eval/ffhq"""
 
 
@@ -52,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="expressions, put into the bundle's prompt template (default on the face domain: "
                              "every covered one; required on other bundles)")
     parser.add_argument("--face-scores", action="store_true", help="dlib identity distance, ACD and landmark jitter")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="synthetic face domain: also score the generator's own path from each neutral face to "
+                             "each prompt's target (mapping of the interpolated parameters), what a perfect motion "
+                             "model could reach on this generator")  # fmt: skip
     fid = parser.add_argument_group("FID (only with Inception weights you bring; needs the train extra)")
     fid.add_argument("--fid-inception", metavar="FILE",
                      help="torchvision's Inception v3 weights (inception_v3_google-*.pth or .safetensors)")
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         unknown = [p for p in prompts if p not in covered]
         if unknown:
             raise LgfaError(f"{', '.join(map(repr, unknown))} not covered by this face domain; choose from: {', '.join(covered)}")
+    elif args.ceiling:
+        raise LgfaError(f"--ceiling needs a bundle of the synthetic face domain with a parameter reader; {bundle.root} is not one")
     elif args.prompts is None:
         raise LgfaError(f"bundle {bundle.root} has no parameter reader (not the synthetic face domain); "
                         "name the expressions to animate with --prompts")  # fmt: skip
@@ -95,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     animator = Animator(bundle, backend, micro_batch=args.micro_batch)
     report: dict = {"bundle": str(bundle.root), "backend": args.backend, "seeds": args.seeds, "frames": bundle.frames}
     scores: list[PromptScore] = []
+    ceiling: list[PromptScore] = []
     clip_scores: dict[str, dict[str, float]] = {}
     all_clips = []
     for prompt in tqdm(prompts, desc="eval", unit="prompt"):
@@ -103,12 +114,17 @@ def run(args: argparse.Namespace) -> int:
         all_clips += clips
         if synthetic:
             read = np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in clips])
-            scores.append(score_prompt(prompt, read, facts["parameters"], facts["identity"], facts["expression"],
-                                       facts["neutral"], facts["prompts"][prompt]["on_target"]))  # fmt: skip
+            scores.append(score_domain_prompt(facts, prompt, read))
         if bundle.has_photo:
             clip_scores[prompt] = clip_score(animator, text, clips)
+        if args.ceiling:
+            paths = [target_path_clip(animator, backend, facts, prompt, s) for s in range(args.seeds)]
+            read = np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in paths])
+            ceiling.append(score_domain_prompt(facts, prompt, read))
     if scores:
         report["synthetic"] = [s.to_dict() for s in scores]
+    if ceiling:
+        report["ceiling"] = [s.to_dict() for s in ceiling]
     if clip_scores:
         report["clip_score"] = clip_scores
     if args.face_scores:
@@ -117,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         report["fid"] = fid_report(inception, args.fid_inception, real_images, all_clips)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "eval.json", report)
-    markdown = table(scores) if scores else ""
+    markdown = table(scores) + unreadable_note(facts, prompts) if scores else ""
+    if ceiling:
+        markdown += f"\n{CEILING_HEADING}\n\n" + table(ceiling)
     for key in ("face_scores", "fid"):
         if key in report:
             markdown += "\n" + "\n".join(f"- {k}: {v}" for k, v in report[key].items()) + "\n"
@@ -128,6 +146,34 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s", ", ".join(str(p) for p in sorted(out.glob("eval.*"))))
     print(markdown or json.dumps(report, indent=1))
     return 0
+
+
+def score_domain_prompt(facts: dict, prompt: str, read: np.ndarray) -> PromptScore:
+    """:func:`score_prompt` with the face domain's facts (bundle manifest ``face_domain``)."""
+    entry = facts["prompts"][prompt]
+    return score_prompt(prompt, read, facts["parameters"], facts["identity"], facts["expression"], facts["neutral"],
+                        entry["on_target"], list(entry.get("unreadable_identity", {})))  # fmt: skip
+
+
+def unreadable_note(facts: dict, prompts: list[str]) -> str:
+    """A line naming the identity parameters left out of each prompt's identity drift, with their ground-truth drift."""
+    parts = [f"{p}: " + ", ".join(f"{n} ({v:.2f})" for n, v in facts["prompts"][p]["unreadable_identity"].items())
+             for p in prompts if facts["prompts"][p].get("unreadable_identity")]  # fmt: skip
+    if not parts:
+        return ""
+    return ("\nIdentity drift leaves out what the reader cannot hold steady on the renderer's own faces along the "
+            f"prompt's path (their drift there in brackets): {'; '.join(parts)}.\n")  # fmt: skip
+
+
+CEILING_HEADING = "Ceiling: the generator's own path from each neutral face to the prompt's target"
+
+
+def target_path_clip(animator: Animator, backend: Backend, facts: dict, prompt: str, seed: int) -> np.ndarray:
+    """uint8 BGR frames of the seed's face moving along the generator's own path to the prompt's target."""
+    bundle = animator.bundle
+    z = conditioned_z(target_path_parameters(seed, facts, prompt, bundle.frames), facts["z"])
+    w = np.concatenate([backend.run("mapping", {"z": row[None]})["w"] for row in z])
+    return animator.render(np.repeat(w[:, None], bundle.n_latent, axis=1))
 
 
 def clip_score(animator: Animator, text: str, clips: list[np.ndarray]) -> dict[str, float]:

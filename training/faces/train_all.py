@@ -14,7 +14,7 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
    come from neutral parameters rather than mapping(z ~ N(0, I))), with the covered sentences only,
    every one of them in each contrastive group (batch 14);
 6. ``bundle/``: ``lgfa export`` of the last animation checkpoint plus the reader graph, and
-   ``eval/``: ``lgfa eval`` on it; with ``--ship`` the bundle (graphs only) becomes the package's
+   ``eval/``: ``lgfa eval --ceiling`` on it (the clips, and the generator's own paths to the targets); with ``--ship`` the bundle (graphs only) becomes the package's
    embedded default (:mod:`export.ship_default`).
 """
 from __future__ import annotations
@@ -131,7 +131,7 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False, s
     from export.parameter_reader import add_parameter_reader
 
     add_parameter_reader(bundle, reader)
-    lgfa(["eval", "--bundle", str(bundle), "--seeds", str(budget.eval_seeds), "--out", str(out / "eval")])
+    lgfa(["eval", "--bundle", str(bundle), "--seeds", str(budget.eval_seeds), "--ceiling", "--out", str(out / "eval")])
     if ship_default:
         from export.ship_default import ship
 
