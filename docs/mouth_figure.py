@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-import cv2
 import numpy as np
 
 import lgfa_deploy
+from figures import enlarged_row, labelled, write_png
 from lgfa_deploy.face_domain import conditioned_z, seed_parameters
 from training.faces.render import render_faces
 
@@ -24,13 +24,6 @@ COLUMNS = (("neutral", {}), ("smile, width 0", {"mouth_curve": 1.0, "mouth_width
 CROP = (slice(34, 60), slice(14, 50))  # rows and columns of a 64 px face around the mouth
 SCALE = 5
 LABEL_WIDTH = 110
-
-
-def label(image: np.ndarray, text: str, width: int, height: int) -> np.ndarray:
-    """A white cell of ``width`` x ``height`` px with ``text``, stacked left of ``image`` (or alone without one)."""
-    cell = np.full((height, width, 3), 255, np.uint8)
-    cv2.putText(cell, text, (6, height // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return cell if image is None else np.concatenate([cell, image], axis=1)
 
 
 def mouths(animator: lgfa_deploy.Animator, seed: int) -> np.ndarray:
@@ -47,9 +40,8 @@ def mouths(animator: lgfa_deploy.Animator, seed: int) -> np.ndarray:
     rendered = render_faces(parameters, animator.bundle.resolution)[0]
     rows = []
     for name, faces in (("render", rendered), ("generator", generated)):
-        cells = [cv2.resize(face[CROP], None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_NEAREST) for face in faces]
-        row = np.concatenate(cells, axis=1)
-        rows.append(label(row, f"{name} {seed}", LABEL_WIDTH, row.shape[0]))
+        row = enlarged_row([face[CROP] for face in faces], SCALE)
+        rows.append(labelled(row, f"{name} {seed}", LABEL_WIDTH, row.shape[0], 0.45))
     return np.concatenate(rows, axis=0)
 
 
@@ -61,11 +53,10 @@ def main() -> None:
     with lgfa_deploy.open(backend="onnxruntime") as animator:
         blocks = [mouths(animator, seed) for seed in args.seeds]
     width = (CROP[1].stop - CROP[1].start) * SCALE
-    header = np.concatenate([label(None, "", LABEL_WIDTH, 24)] + [label(None, name, width, 24) for name, _ in COLUMNS], axis=1)
+    names = [labelled(None, name, width, 24, 0.45) for name, _ in COLUMNS]
+    header = np.concatenate([labelled(None, "", LABEL_WIDTH, 24, 0.45), *names], axis=1)
     image = np.concatenate([header, *blocks], axis=0)
-    if not cv2.imwrite(args.out, image):
-        raise SystemExit(f"cannot write {args.out}")
-    print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]})")
+    write_png(args.out, image)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from export.onnx_export import OPSET
 from lgfa_deploy.bundle import Bundle, file_entry, graph_file
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.evaluation import TARGETS
+from lgfa_deploy.evaluation import TARGETS, largest_departure
 from lgfa_deploy.face_domain import target_path_parameters
 from lgfa_deploy.graphs import PARAMETER_READER, parameter_reader_spec
 from training.faces.parameters import NAMES
@@ -58,17 +58,19 @@ def add_parameter_reader(bundle_dir: str | Path, reader: ParameterReader) -> Non
 
 
 @torch.no_grad()
-def unreadable_identity(reader: ParameterReader, facts: dict, frames: int, seeds: int = FLOOR_SEEDS) -> dict[str, dict[str, float]]:
+def unreadable_identity(
+    reader: ParameterReader, facts: dict, frames: int, seeds: int = FLOOR_SEEDS
+) -> dict[str, dict[str, float]]:
     """Per prompt, {identity parameter: drift} for those whose reading on renders along the prompt's path
     (seeds' neutral faces to the target, identity unchanged) moves by more than the identity target."""
     bound = TARGETS["identity_drift"][1]
     identity = [facts["parameters"].index(n) for n in facts["identity"]]
+    reader = reader.eval()
     found = {}
     for prompt in facts["prompts"]:
         path = np.concatenate([target_path_parameters(s, facts, prompt, frames) for s in range(seeds)])
-        read = read_parameters(reader.eval(), faces_to_tensor(render_faces(path, reader.size)[0])).numpy()
-        read = read.reshape(seeds, frames, -1)[:, :, identity]
-        drift = np.abs(read - read[:, :1]).max(axis=1).mean(axis=0)
+        read = read_parameters(reader, faces_to_tensor(render_faces(path, reader.size)[0])).numpy()
+        drift = largest_departure(read.reshape(seeds, frames, -1)[:, :, identity]).mean(axis=0)
         found[prompt] = {facts["identity"][i]: round(float(d), 3) for i, d in enumerate(drift) if d > bound}
     return {prompt: drift for prompt, drift in found.items() if drift}
 

@@ -65,6 +65,11 @@ def jitter(steps: np.ndarray) -> tuple[float, float]:
     return largest / median, median
 
 
+def largest_departure(read: np.ndarray) -> np.ndarray:
+    """Each clip's largest departure of each parameter from its frame 0: read [N, T, P] -> [N, P]."""
+    return np.abs(read - read[:, :1]).max(axis=1)
+
+
 def score_prompt(
     prompt: str,
     read: np.ndarray,
@@ -80,7 +85,7 @@ def score_prompt(
     if read.ndim != 3 or read.shape[1] < 3 or read.shape[2] != len(names):
         raise ValueError(f"read parameters must be [clips, frames >= 3, {len(names)}], got {list(read.shape)}")
     index = {n: i for i, n in enumerate(names)}
-    moved = np.abs(read - read[:, :1]).max(axis=1)  # [N, P]: largest departure from frame 0
+    moved = largest_departure(read)
     progress = min(
         float(np.mean((read[:, -1, index[n]] - read[:, 0, index[n]]) / (target - neutral[n])))
         for n, target in on_target.items()

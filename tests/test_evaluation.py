@@ -104,6 +104,7 @@ def test_face_score_helpers_on_known_geometry() -> None:
     [
         (["--seeds", "0", "--prompts", "smiling"], "--seeds must be at least 1"),
         ([], "name the expressions to animate with --prompts"),
+        (["--prompts", "smiling", "--ceiling"], "--ceiling needs a bundle of the synthetic face domain"),
         (["--prompts", "smiling", "--fid-inception", "w.pth"], "FID needs both --fid-inception FILE"),
         (["--prompts", "smiling", "--fid-inception", "nothing.pth", "--fid-real", "."], "nothing.pth does not exist"),
     ],

@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise LgfaError(f"{', '.join(map(repr, unknown))} not covered by this face domain; choose from: {', '.join(covered)}")
     elif args.ceiling:
-        raise LgfaError(f"--ceiling needs a bundle of the synthetic face domain with a parameter reader; {bundle.root} is not one")
+        raise LgfaError(f"--ceiling needs a bundle of the synthetic face domain with a parameter reader; "
+                        f"{bundle.root} is not one")  # fmt: skip
     elif args.prompts is None:
         raise LgfaError(f"bundle {bundle.root} has no parameter reader (not the synthetic face domain); "
                         "name the expressions to animate with --prompts")  # fmt: skip
@@ -113,14 +114,12 @@ def run(args: argparse.Namespace) -> int:
         clips = [animator.animate(text, seed=s) for s in range(args.seeds)]
         all_clips += clips
         if synthetic:
-            read = np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in clips])
-            scores.append(score_domain_prompt(facts, prompt, read))
+            scores.append(score_domain_prompt(facts, prompt, read_clips(reader, clips)))
         if bundle.has_photo:
             clip_scores[prompt] = clip_score(animator, text, clips)
         if args.ceiling:
             paths = [target_path_clip(animator, backend, facts, prompt, s) for s in range(args.seeds)]
-            read = np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in paths])
-            ceiling.append(score_domain_prompt(facts, prompt, read))
+            ceiling.append(score_domain_prompt(facts, prompt, read_clips(reader, paths)))
     if scores:
         report["synthetic"] = [s.to_dict() for s in scores]
     if ceiling:
@@ -146,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s", ", ".join(str(p) for p in sorted(out.glob("eval.*"))))
     print(markdown or json.dumps(report, indent=1))
     return 0
+
+
+def read_clips(reader: Backend, clips: list[np.ndarray]) -> np.ndarray:
+    """The parameter reader's reading of every frame of every clip: [clips, T, P]."""
+    return np.stack([reader.run(PARAMETER_READER, {"image": frames_to_reader_input(c)})["parameters"] for c in clips])
 
 
 def score_domain_prompt(facts: dict, prompt: str, read: np.ndarray) -> PromptScore:

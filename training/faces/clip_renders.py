@@ -42,15 +42,21 @@ NEGATIVE_MARGIN = 0.2
 PROMPT_TEMPLATE = "The person is {}."
 
 
+def neutral_and_targets(expressions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The neutral expression [8] and each expression's target [N, 8], in ``EXPRESSION`` order."""
+    neutral = np.array([NEUTRAL[n] for n in EXPRESSION], np.float32)
+    targets = np.array([[target_expression(e)[n] for n in EXPRESSION] for e in expressions], np.float32)
+    return neutral, targets
+
+
 def expression_parameters(
     expressions: list[str], rng: np.random.Generator, intensity: tuple[float, float] = (1.0, 1.0)
 ) -> np.ndarray:
     """Parameters [N, 16], one row per expression: random identity, the expression a part drawn
     uniformly from ``intensity`` of the way from neutral to its target, jittered, within [0, 1]."""
     identity = sample_identity(rng, len(expressions), IDENTITY)
-    neutral = np.array([NEUTRAL[n] for n in EXPRESSION], np.float32)
+    neutral, targets = neutral_and_targets(expressions)
     part = rng.uniform(*intensity, (len(expressions), 1)).astype(np.float32)
-    targets = np.array([[target_expression(e)[n] for n in EXPRESSION] for e in expressions], np.float32)
     targets = neutral + part * (targets - neutral)
     jitter = rng.uniform(-JITTER, JITTER, targets.shape).astype(np.float32)
     return np.concatenate([identity, np.clip(targets + jitter, 0.0, 1.0)], axis=1)
@@ -65,9 +71,8 @@ def expression_faces(
 
 def expression_paths() -> np.ndarray:
     """Expressions [prompts, steps, 8] along each covered prompt's way from neutral to its target, over ``INTENSITY``."""
-    neutral = np.array([NEUTRAL[n] for n in EXPRESSION], np.float32)
+    neutral, targets = neutral_and_targets(list(COVERED))
     parts = np.arange(INTENSITY[0], INTENSITY[1] + 1e-6, PATH_STEP, dtype=np.float32)[:, None]
-    targets = np.array([[target_expression(e)[n] for n in EXPRESSION] for e in COVERED], np.float32)
     return neutral + parts[None] * (targets - neutral)[:, None]
 
 

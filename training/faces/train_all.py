@@ -14,8 +14,9 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
    come from neutral parameters rather than mapping(z ~ N(0, I))), with the covered sentences only,
    every one of them in each contrastive group (batch 14);
 6. ``bundle/``: ``lgfa export`` of the last animation checkpoint plus the reader graph, and
-   ``eval/``: ``lgfa eval --ceiling`` on it (the clips, and the generator's own paths to the targets); with ``--ship`` the bundle (graphs only) becomes the package's
-   embedded default (:mod:`export.ship_default`).
+   ``eval/``: ``lgfa eval --ceiling`` on it (the clips, and the generator's own paths to the
+   targets); with ``--ship`` the bundle (graphs only) becomes the package's embedded default
+   (:mod:`export.ship_default`).
 """
 from __future__ import annotations
 
