@@ -286,9 +286,10 @@ def lrelu(x: np.ndarray, slope: float) -> np.ndarray:
     return np.where(x >= 0, x, slope * x)
 
 
-def mapper_by_hand(layers: Sequence[Linear], x: np.ndarray, lr_mul: float = 1.0) -> np.ndarray:
-    """PixelNorm, then EqualLinear layers (weight x lr_mul / sqrt(in), bias x lr_mul), each fused lrelu x sqrt 2."""
-    h = x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-8)
+def mapper_by_hand(layers: Sequence[Linear], x: np.ndarray, lr_mul: float = 1.0, eps: float = 1e-8) -> np.ndarray:
+    """PixelNorm (epsilon ``eps``), then EqualLinear layers (weight x lr_mul / sqrt(in), bias x lr_mul),
+    each fused lrelu x sqrt 2."""
+    h = x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps)
     for weight, bias in layers:
         h = lrelu(h @ (weight * lr_mul / np.sqrt(weight.shape[1])).T + bias * lr_mul, 0.2) * np.sqrt(2)
     return h

@@ -23,6 +23,7 @@ from training.faces.clip_renders import (
     INTENSITY,
     JITTER,
     NEGATIVE_MARGIN,
+    caption_targets,
     contrastive_loss,
     expression_parameters,
     negative_parameters,
@@ -145,9 +146,10 @@ def test_clip_trainer_writes_weights_the_animation_model_loads(tmp_path: Path) -
 
 def test_clip_faces_lie_part_of_the_way_from_neutral_to_their_targets() -> None:
     names = [name for name in COVERED for _ in range(40)]
-    expression = expression_parameters(names, np.random.default_rng(0), INTENSITY)[:, len(NAMES) - len(EXPRESSION) :]
+    parameters, drawn = expression_parameters(names, np.random.default_rng(0), INTENSITY)
+    expression = parameters[:, len(NAMES) - len(EXPRESSION) :]
     parts = []
-    for row, name in zip(expression, names):
+    for row, name, drawn_part in zip(expression, names, drawn):
         for j, parameter in enumerate(EXPRESSION):
             start = NEUTRAL[parameter]
             if parameter not in COVERED[name]:
@@ -156,6 +158,8 @@ def test_clip_faces_lie_part_of_the_way_from_neutral_to_their_targets() -> None:
             move = COVERED[name][parameter] - start
             part = (row[j] - start) / move
             assert INTENSITY[0] - JITTER / abs(move) - 1e-6 <= part <= 1 + JITTER / abs(move) + 1e-6, (name, parameter)
+            if 0 < COVERED[name][parameter] < 1:  # not clipped at the range's end: the part returned is the part drawn
+                assert abs(part - drawn_part) <= JITTER / abs(move) + 1e-6, (name, parameter)
             if abs(move) >= 0.5:
                 parts.append(part)
     # faces at every intensity, not only at the targets
@@ -187,14 +191,24 @@ class FixedFeatures(torch.nn.Module):
         return tokens
 
 
-def test_clip_contrastive_loss_with_a_negative_by_hand() -> None:
-    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # two faces and a negative
+def test_caption_targets_grade_each_face_by_its_part_of_the_way() -> None:
+    targets = caption_targets(torch.tensor([1.0, 0.25]), 3)  # two faces and a negative
+    want = [[1.0, 0.0], [0.375, 0.625], [0.5, 0.5]]  # 0.25 of its sentence + 0.75 spread over two
+    assert targets.tolist() == want
+
+
+def test_clip_contrastive_loss_with_a_negative_and_a_part_way_face_by_hand() -> None:
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # a face at its target, one half way, a negative
     texts = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     # similarities: face 0 -> (1, 0.6), face 1 -> (0, 0.8), negative -> (0.6, 1.0)
-    faces_pick = (-np.log(np.e**1 / (np.e**1 + np.e**0.6)) - np.log(np.e**0.8 / (np.e**0 + np.e**0.8))) / 2
-    texts_pick = (-np.log(np.e**1 / (np.e**1 + np.e**0 + np.e**0.6))
-                  - np.log(np.e**0.8 / (np.e**0.6 + np.e**0.8 + np.e**1.0))) / 2  # fmt: skip
-    loss = contrastive_loss(FixedFeatures(), images, texts)
+    def log_softmax(*values: float) -> np.ndarray:
+        v = np.array(values)
+        return v - np.log(np.exp(v).sum())
+
+    face0, face1, negative = log_softmax(1, 0.6), log_softmax(0, 0.8), log_softmax(0.6, 1.0)
+    faces_pick = (-face0[0] - (0.25 * face1[0] + 0.75 * face1[1]) - (0.5 * negative[0] + 0.5 * negative[1])) / 3
+    texts_pick = (-1.0 * log_softmax(1, 0, 0.6)[0] - 0.5 * log_softmax(0.6, 0.8, 1.0)[1]) / 1.5
+    loss = contrastive_loss(FixedFeatures(), images, texts, torch.tensor([1.0, 0.5]))
     assert loss.item() == pytest.approx((faces_pick + texts_pick) / 2, rel=1e-6)
 
 

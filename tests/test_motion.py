@@ -75,6 +75,34 @@ def test_mapper_is_pixelnorm_then_three_activated_layers(lr_mul: float) -> None:
     np.testing.assert_allclose(got, want.reshape(2, 4, 3, 5), rtol=1e-10)
 
 
+@pytest.mark.parametrize("eps", [1e-8, 1.0])
+def test_mapper_pixelnorm_epsilon_by_hand(eps: float) -> None:
+    torch.manual_seed(4)
+    mapper = LatentMapper(in_dim=16, n_latent=3, style_dim=5, norm_eps=eps).double()
+    x = 0.1 * torch.randn(6, 16, dtype=torch.float64)
+    want = mapper_by_hand(layers_of(mapper), x.numpy(), eps=eps)
+    np.testing.assert_allclose(mapper(x).detach().numpy(), want.reshape(6, 3, 5), rtol=1e-10)
+
+
+def test_faces_motion_grows_from_frame_zero_without_a_jump() -> None:
+    """With the reference's epsilon a tiny m_1 already gives H_t its full-sized input (the frame 0 -> 1
+    jump); with ``faces-64``'s the offset starts small and grows with m_t."""
+    torch.manual_seed(5)
+    steps = {}
+    for eps in (1e-8, get_preset("faces-64").motion_norm_eps):
+        mapper = LatentMapper(in_dim=16, n_latent=3, style_dim=5, norm_eps=eps).double()
+        direction = torch.randn(16, dtype=torch.float64)
+        m = torch.stack([s * direction for s in (0.0, 1e-3, 2e-3, 0.5)])  # m_0 = 0, two small steps, a large m
+        with torch.no_grad():
+            offsets = mapper(m)
+        step = lambda a, b: float((offsets[a] - offsets[b]).abs().max())  # noqa: E731
+        steps[eps] = (step(1, 0), step(2, 1), step(3, 0))
+    reference, faces = steps[1e-8], steps[1.0]
+    assert reference[0] > 0.5 * reference[2] and reference[1] < 0.01 * reference[0]  # frame 1 jumps all the way, then stays
+    assert faces[0] < 0.01 * faces[2] and faces[1] == pytest.approx(faces[0], rel=0.05)  # small, even steps
+    assert {p.motion_norm_eps for p in PRESETS.values() if p.name != "faces-64"} == {1e-8}
+
+
 def test_first_offset_is_a_text_independent_constant() -> None:
     torch.manual_seed(2)
     model = AnimationModel(get_preset("tiny")).eval()

@@ -207,6 +207,17 @@ def test_latent_mode_trains_on_the_given_contents(tmp_path, capsys, caplog) -> N
     assert "row 0" in err and "[8, 64]" in err and err.count("\n") == 1
 
 
+def test_training_decay_is_recorded_and_drives_the_recurrence(tmp_path) -> None:
+    """``--decay linear`` trains on the inference schedule: same seed and data, another path of offsets."""
+    latent = {}
+    for decay in ("constant", "linear"):
+        out = tmp_path / decay
+        assert lgfa_train("--steps", "1", "--frames", "6", "--decay", decay, "--sample-every", "0", "--out", str(out)) == 0
+        assert json.loads((out / "train.json").read_text())["options"]["decay"] == decay
+        latent[decay] = metrics(out)[0]["latent"]
+    assert latent["constant"] != pytest.approx(latent["linear"], rel=1e-4)
+
+
 def test_resume_keeps_the_saved_options(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert lgfa_train("--steps", "2", "--sample-every", "0", "--out", str(out)) == 0

@@ -41,6 +41,7 @@ class TrainConfig:
     steps: int = 2000
     batch: int = 4
     frames: int = 4
+    decay: str = "constant"
     lr_encoder: float = 1e-5
     lr_motion: float = 1e-3
     lr_mapper: float = 1e-3
@@ -133,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     numbers = {
         "sizes": [
             ("--batch", int, "samples per process and step"),
-            ("--frames", int, "frames T per training clip"),
+            ("--frames", int, "frames T per training clip (the inference clip has the preset's T, 16)"),
             ("--lpips-size", int, "px at which LPIPS compares frames and faces; None: the loss CLIP's input (224)"),
             ("--contrastive-group", int, "pairs per contrastive group; None: --batch"),
             ("--sample-prompts", int, "rows (sentences) of the sample grid"),
@@ -161,6 +162,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         for flag, kind, help_text in options:
             default = getattr(d, flag[2:].replace("-", "_"))
             groups[title].add_argument(flag, type=kind, default=default, help=help_text)
+    groups["sizes"].add_argument(
+        "--decay", choices=("constant", "linear"), default=d.decay,
+        help="the recurrence's step size in training: constant 0.8/T (the paper's) or linear 0.8/T*(T-t)/T "
+        "(inference's; with --frames 16 for a preset whose motion_norm_eps lets the offset grow with m_t)",
+    )  # fmt: skip
     groups["optimiser"].add_argument(
         "--adam-betas", type=float, nargs=2, default=d.adam_betas, metavar=("B1", "B2"), help="Adam betas"
     )

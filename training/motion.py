@@ -61,14 +61,15 @@ class LatentMapper(nn.Module):
     """PixelNorm then three equalised-lr linear layers, each with fused leaky ReLU: [..., Z] -> [..., L, S].
 
     ``lr_mul`` 1 is the reference's (weight x 1/sqrt(in_dim), bias as stored); see ``Preset.mapper_lr_mul``.
+    ``norm_eps`` is the PixelNorm's epsilon (the reference's 1e-8; see ``Preset.motion_norm_eps``).
     """
 
-    def __init__(self, in_dim: int, n_latent: int, style_dim: int, lr_mul: float = 1.0) -> None:
+    def __init__(self, in_dim: int, n_latent: int, style_dim: int, lr_mul: float = 1.0, norm_eps: float = 1e-8) -> None:
         super().__init__()
         self.n_latent = n_latent
         self.style_dim = style_dim
         self.mapping = nn.Sequential(
-            PixelNorm(),
+            PixelNorm(norm_eps),
             EqualLinear(in_dim, in_dim, lr_mul=lr_mul, activation=True),
             EqualLinear(in_dim, in_dim, lr_mul=lr_mul, activation=True),
             EqualLinear(in_dim, n_latent * style_dim, lr_mul=lr_mul, activation=True),
@@ -80,12 +81,12 @@ class LatentMapper(nn.Module):
 
 
 class Mappers(nn.Module):
-    """The visual mapper H_v and the text-aware motion mapper H_t."""
+    """The visual mapper H_v and the text-aware motion mapper H_t (whose PixelNorm takes ``motion_norm_eps``)."""
 
-    def __init__(self, in_dim: int, n_latent: int, style_dim: int, lr_mul: float) -> None:
+    def __init__(self, in_dim: int, n_latent: int, style_dim: int, lr_mul: float, motion_norm_eps: float = 1e-8) -> None:
         super().__init__()
         self.v_mapper = LatentMapper(in_dim, n_latent, style_dim, lr_mul)
-        self.t_mapper = LatentMapper(in_dim, n_latent, style_dim, lr_mul)
+        self.t_mapper = LatentMapper(in_dim, n_latent, style_dim, lr_mul, motion_norm_eps)
 
 
 class AnimationModel(nn.Module):
@@ -96,7 +97,7 @@ class AnimationModel(nn.Module):
         self.preset = preset
         self.encoder = create_clip(preset.clip_model)
         self.rnn = MotionGenerator(preset.embed_dim, preset.motion_hidden, preset.motion_slope)
-        self.mapper = Mappers(preset.embed_dim, preset.n_latent, preset.style_dim, preset.mapper_lr_mul)
+        self.mapper = Mappers(preset.embed_dim, preset.n_latent, preset.style_dim, preset.mapper_lr_mul, preset.motion_norm_eps)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Tokens [B, 77] -> L2-normalised text embedding [B, E]."""

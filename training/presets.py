@@ -14,6 +14,14 @@ class Preset:
     ``mapper_lr_mul`` is the equalised-lr multiplier of the mappers' EqualLinear layers: 1, as in the
     reference implementation (weight x 1/sqrt(in_dim), bias as stored). Checkpoints and bundles
     written before 2026-11-30 record 0.01 in their stored preset and keep computing with it.
+
+    ``motion_norm_eps`` is the epsilon of the PixelNorm that starts the motion mapper H_t: the
+    reference's 1e-8 makes H_t see only the direction of m_t, so every clip jumps from frame 0 (m_0 = 0,
+    a constant offset) to a full-sized offset at frame 1, whatever the recurrence's step. A larger
+    epsilon (``faces-64``: 1) lets a small m_t give a small offset, so the motion grows with the
+    recurrence; it must then be trained on the inference schedule (``lgfa train --decay linear
+    --frames 16``), since the offset's size now follows m_t's. Files that do not record it computed
+    with 1e-8.
     """
 
     name: str
@@ -29,6 +37,7 @@ class Preset:
     motion_hidden: int = 384
     motion_slope: float = 0.01
     mapper_lr_mul: float = 1.0
+    motion_norm_eps: float = 1e-8
     train_frames: int = 4
     frames: int = 16
     prompt_template: str = "The person is {}."
@@ -91,6 +100,7 @@ PRESETS: dict[str, Preset] = {
             loss_clip_model="faces-rn",
             embed_dim=64,
             motion_hidden=64,
+            motion_norm_eps=1.0,
         ),
     )
 }

@@ -274,10 +274,16 @@ def modulated_conv2d_reference(
 
 
 class PixelNorm(nn.Module):
-    """Normalise each latent vector to unit root-mean-square."""
+    """Normalise each latent vector to unit root-mean-square: ``x / sqrt(mean(x^2) + eps)``.
+
+    ``eps`` is StyleGAN's 1e-8 unless a preset asks otherwise (see ``Preset.motion_norm_eps``)."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
 
 
 class EqualLinear(nn.Module):

@@ -71,7 +71,7 @@ from training.losses import (
     resize_images,
 )
 from training.lpips import LPIPS, build_lpips
-from training.motion import AnimationModel
+from training.motion import AnimationModel, Decay
 from training.reference import seed_z, to_uint8_bgr
 
 log = logging.getLogger(__name__)
@@ -188,15 +188,16 @@ class TrainedForward(nn.Module):
     H_t(m_t)``, both [B, T, L, S], with the training decay and the given h_0.
     """
 
-    def __init__(self, model: AnimationModel, frames: int) -> None:
+    def __init__(self, model: AnimationModel, frames: int, decay: Decay) -> None:
         super().__init__()
         self.model = model
         self.frames = frames
+        self.decay = decay
 
     def forward(self, tokens: Tensor, content: Tensor, h0: Tensor, images: Tensor | None) -> tuple[Tensor, Tensor]:
         text_embedding = self.model.encode_text(tokens)
         image_embedding = None if images is None else self.model.encode_image(images)
-        offsets = self.model.motion_offsets(text_embedding, self.frames, image_embedding, decay="constant", h0=h0)
+        offsets = self.model.motion_offsets(text_embedding, self.frames, image_embedding, decay=self.decay, h0=h0)
         return offsets, self.model.compose(content, offsets, image_embedding)
 
 
@@ -399,7 +400,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(warmup_factor, warmup_steps=config.warmup_steps)
         )
-        self.forward = TrainedForward(self.model, config.frames)
+        self.forward = TrainedForward(self.model, config.frames, config.decay)
         if processes.world_size > 1:
             self.forward = nn.parallel.DistributedDataParallel(
                 self.forward,
@@ -580,7 +581,7 @@ class Trainer:
         )
         return (
             f"training preset {self.preset.name} on {self.device} x {processes.world_size} process(es), "
-            f"batch {config.batch} per process, {config.frames} frames, steps {self.step} -> {config.steps}; "
+            f"batch {config.batch} per process, {config.frames} frames ({config.decay} steps), steps {self.step} -> {config.steps}; "
             f"{data}; {len(self.texts)} sentences; losses {', '.join(f'{n} x{self.weights[n]:g}' for n in self.terms)}"
             f"{self.note}"
         )

@@ -12,7 +12,8 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
 5. ``animation/``: ``lgfa train`` in latent mode (the paper's no-image path) on ``neutral_latents.pt``,
    the W+ of neutral faces drawn by the generator (the domain's z is a parameter code, so contents
    come from neutral parameters rather than mapping(z ~ N(0, I))), with the covered sentences only,
-   every one of them in each contrastive group (batch 14);
+   every one of them in each contrastive group (batch 14), on the inference schedule (16 frames,
+   linear decay: the preset's ``motion_norm_eps`` makes the offset's size follow m_t's);
 6. ``bundle/``: ``lgfa export`` of the last animation checkpoint plus the reader graph, and
    ``eval/``: ``lgfa eval --ceiling`` on it (the clips, and the generator's own paths to the
    targets); with ``--ship`` the bundle (graphs only) becomes the package's embedded default
@@ -126,6 +127,7 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False, s
         lgfa(["train", "--preset", PRESET, "--checkpoint", str(base), "--loss-clip", str(out / "clip" / "clip.safetensors"),
               "--latents", str(latents), "--texts", str(prompts), "--batch", str(budget.animation_batch),
               "--contrastive-group", group, "--steps", str(budget.animation), "--seed", str(seed),
+              "--frames", str(preset.frames), "--decay", "linear",
               "--out", str(animation)])  # fmt: skip
     bundle = out / "bundle"
     lgfa(["export", "--checkpoint", str(animation / "checkpoints" / "last.safetensors"), "--no-photo", "--out", str(bundle), "--force"])
