@@ -8,11 +8,9 @@ every prompt's way to its target), blurs half of each (generated frames are soft
 and applies CLIP's symmetric contrastive loss with the learned temperature, graded by the part of
 the way: a face ``a`` of the way to its sentence's target is captioned ``a`` by its sentence and
 ``1 - a`` by all of the batch's sentences evenly (a negative evenly), and each sentence picks its
-own face among all faces, negatives included, with weight ``a``. Given the domain's generator,
-every step also shows the generator's drawing of the same faces (its own identity) under the same
-loss: the animation's loss CLIP judges that generator's frames, which are softer and draw the mouth
-fainter than the renders. The result is the animation model's encoder and, frozen, the contrastive
-loss's CLIP (the paper's separate ViT-B/32 has no counterpart here).
+own face among all faces, negatives included, with weight ``a``. The result is the animation
+model's encoder and, frozen, the contrastive loss's CLIP (the paper's separate ViT-B/32 has no
+counterpart here).
 
 Why (measured on the generator's faces, seeds' identities, the loss's temperature 0.07):
 - a CLIP that saw only full target expressions matched 95% of target faces to their sentence but
@@ -24,10 +22,7 @@ Why (measured on the generator's faces, seeds' identities, the loss's temperatur
   probability 0.82 at 50%, 0.85 at 100%, and for 5 prompts highest before the target), so the
   animation's loss stopped asking for more. With graded captions it rises along the way (0.36 at
   30%, 0.73 at 50%, 0.85 at 100%; smiling 0.34 -> 0.72 from half way to the target), and the same
-  600 animation steps moved the targets twice as far (mean progress 0.11 against 0.05);
-- with the generator's drawings too (fine-tuned 1,500 steps in the measurement) the same 600 steps
-  of the shipped schedule reached mean progress 0.10 against 0.06 and the largest identity drift
-  fell from 0.27 to 0.18 (16 seeds).
+  600 animation steps moved the targets twice as far (mean progress 0.11 against 0.05).
 Real photographs show expressions at every intensity, and most faces show none of the 14.
 """
 from __future__ import annotations
@@ -39,21 +34,11 @@ from open_clip.model import CLIP
 from safetensors.torch import save_file
 
 from training.clip_model import CLIP_MEAN, CLIP_STD, create_clip, tokenize
-from training.faces.generator_regression import generate
-from training.faces.parameters import (
-    EXPRESSION,
-    FIXED_IDENTITY_VALUE,
-    GENERATOR_IDENTITY,
-    IDENTITY,
-    NEUTRAL,
-    parameters_to_z,
-    sample_identity,
-)
+from training.faces.parameters import EXPRESSION, IDENTITY, NEUTRAL, sample_identity
 from training.faces.prompts import COVERED, target_expression
 from training.faces.reader import augment, faces_to_tensor
 from training.faces.render import render_faces
 from training.faces.run import Run
-from training.stylegan2 import Generator
 
 CLIP_NAME = "faces-rn"
 JITTER = 0.08
@@ -159,53 +144,27 @@ def prompt_accuracy(clip: CLIP, seed: int, size: int = 64, per_prompt: int = 8) 
     return float((predicted == truth).float().mean())
 
 
-def generator_drawings(generator: Generator, parameters: np.ndarray) -> torch.Tensor:
-    """The generator's faces [N, 3, S, S] in [-1, 1] for ``parameters`` [N, 16], the identity
-    parameters it does not vary (all but ``GENERATOR_IDENTITY``) at their fixed value."""
-    fixed = [i for i, name in enumerate(IDENTITY) if name not in GENERATOR_IDENTITY]
-    parameters = parameters.copy()
-    parameters[:, fixed] = FIXED_IDENTITY_VALUE
-    with torch.no_grad():
-        return generate(generator, torch.from_numpy(parameters_to_z(parameters))).clamp(-1, 1)
-
-
-def train_clip(
-    out: str,
-    *,
-    steps: int,
-    seed: int = 0,
-    batch: int = 14,
-    lr: float = 5e-4,
-    size: int = 64,
-    generator: Generator | None = None,
-) -> CLIP:
-    """Train (or resume) the CLIP in ``out``; writes ``out/clip.safetensors`` (open_clip key names).
-
-    With ``generator`` every step also shows the generator's drawing of the same faces (its own
-    identity), the loss the mean of the two: the animation's loss CLIP judges that generator's faces."""
+def train_clip(out: str, *, steps: int, seed: int = 0, batch: int = 14, lr: float = 5e-4, size: int = 64) -> CLIP:
+    """Train (or resume) the CLIP in ``out``; writes ``out/clip.safetensors`` (open_clip key names)."""
     if not 2 <= batch <= len(COVERED):
         raise ValueError(f"batch must be 2 to {len(COVERED)} (distinct covered expressions), got {batch}")
     torch.manual_seed(seed)
     clip = create_clip(CLIP_NAME)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.01)
     options = {"trainer": "clip", "clip": CLIP_NAME, "seed": seed, "batch": batch, "lr": lr, "size": size,
-               "intensity": list(INTENSITY), "negatives": batch, "negative_margin": NEGATIVE_MARGIN, "captions": "graded",
-               "generator_faces": generator is not None}  # fmt: skip
+               "intensity": list(INTENSITY), "negatives": batch, "negative_margin": NEGATIVE_MARGIN, "captions": "graded"}  # fmt: skip
     run = Run(out, options, {"clip": clip}, optimizer)
     names = list(COVERED)
     clip.train()
     for step in run.steps(steps, "clip"):
         rng = np.random.default_rng([seed, step])
         expressions = [names[i] for i in rng.permutation(len(names))[:batch]]
-        positives, parts = expression_parameters(expressions, rng, INTENSITY)
-        parameters = np.concatenate([positives, negative_parameters(batch, rng)])
-        renders = augment(faces_to_tensor(render_faces(parameters, size)[0]), seed, step)
+        faces, parts = expression_faces(expressions, rng, size, INTENSITY)
+        positives = augment(faces_to_tensor(faces), seed, step)
+        negatives = augment(faces_to_tensor(render_faces(negative_parameters(batch, rng), size)[0]), seed, step)
+        images = clip_normalize(torch.cat([positives, negatives]))
         tokens = tokenize([PROMPT_TEMPLATE.format(e) for e in expressions])
-        graded = torch.from_numpy(parts)
-        loss = contrastive_loss(clip, clip_normalize(renders), tokens, graded)
-        if generator is not None:
-            drawings = clip_normalize(generator_drawings(generator, parameters))
-            loss = (loss + contrastive_loss(clip, drawings, tokens, graded)) / 2
+        loss = contrastive_loss(clip, images, tokens, torch.from_numpy(parts))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -7,7 +7,7 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
 2. ``generator/``: the StyleGAN2 by regression (:mod:`training.faces.generator_regression`), then
    the gate (``generator/gate.json``): the reader's error on generated frames, at most 0.08 for
    every expression parameter; a failed gate stops here unless ``--ignore-gate``;
-3. ``clip/``: CLIP on renders, the generator's drawings of them and their sentences (``clip/clip.safetensors``);
+3. ``clip/``: CLIP on renders and their sentences (``clip/clip.safetensors``);
 4. ``base.safetensors``: the project's checkpoint (generator + CLIP + random motion networks);
 5. ``animation/``: ``lgfa train`` in latent mode (the paper's no-image path) on ``neutral_latents.pt``,
    the W+ of neutral faces drawn by the generator (the domain's z is a parameter code, so contents
@@ -107,7 +107,7 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False, s
     if not result["passed"] and not ignore_gate:
         raise SystemExit(f"the generator failed the gate ({', '.join(result['failing'])} above 0.08); "
                          f"train it longer (resume with the same command) or pass --ignore-gate")  # fmt: skip
-    clip = train_clip(str(out / "clip"), steps=budget.clip, seed=seed, generator=generator)
+    clip = train_clip(str(out / "clip"), steps=budget.clip, seed=seed)
     clip_accuracy = prompt_accuracy(clip, seed)
     log.info("clip: %.0f%% of fresh renders match their own sentence best (chance %.0f%%)", 100 * clip_accuracy, 100 / len(COVERED))
     preset = get_preset(PRESET)
