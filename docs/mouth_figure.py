@@ -9,13 +9,11 @@ nearest-neighbour pixels. It shows why the gate fails on the mouth (README, "Whe
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import lgfa_deploy
-from figures import enlarged_row, labelled, write_png
-from lgfa_deploy.face_domain import conditioned_z, seed_parameters
+from figures import blocks_per_seed, labelled, labelled_rows, write_png
+from lgfa_deploy.face_domain import seed_parameters
 from training.faces.render import render_faces
 
 COLUMNS = (("neutral", {}), ("smile, width 0", {"mouth_curve": 1.0, "mouth_width": 0.0}),
@@ -34,30 +32,20 @@ def mouths(animator: lgfa_deploy.Animator, seed: int) -> np.ndarray:
     for row, (_, changes) in zip(parameters, COLUMNS):
         for name, value in changes.items():
             row[names.index(name)] = value
-    z = conditioned_z(parameters, facts["z"])
-    w = np.concatenate([animator.backend.run("mapping", {"z": row[None]})["w"] for row in z])
-    generated = animator.render(np.repeat(w[:, None], animator.bundle.n_latent, axis=1))
+    generated = animator.domain_faces(parameters)
     rendered = render_faces(parameters, animator.bundle.resolution)[0]
-    rows = []
-    for name, faces in (("render", rendered), ("generator", generated)):
-        row = enlarged_row([face[CROP] for face in faces], SCALE)
-        rows.append(labelled(row, f"{name} {seed}", LABEL_WIDTH, row.shape[0], 0.45))
-    return np.concatenate(rows, axis=0)
+    rows = [(f"{name} {seed}", [face[CROP] for face in faces])
+            for name, faces in (("render", rendered), ("generator", generated))]  # fmt: skip
+    return labelled_rows(rows, SCALE, LABEL_WIDTH, 0.45)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="docs/faces-64/mouths.png", help="PNG to write")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="faces, two rows each")
-    args = parser.parse_args()
-    with lgfa_deploy.open(backend="onnxruntime") as animator:
-        blocks = [mouths(animator, seed) for seed in args.seeds]
+    out, blocks = blocks_per_seed(__doc__.split("\n\n")[0], "docs/faces-64/mouths.png", [0, 1], "faces, two rows each", mouths)
     width = (CROP[1].stop - CROP[1].start) * SCALE
     names = [labelled(None, name, width, 24, 0.45) for name, _ in COLUMNS]
     header = np.concatenate([labelled(None, "", LABEL_WIDTH, 24, 0.45), *names], axis=1)
     image = np.concatenate([header, *blocks], axis=0)
-    write_png(args.out, image)
-
+    write_png(out, image)
 
 if __name__ == "__main__":
     main()

@@ -55,7 +55,7 @@ import numpy as np
 from lgfa_deploy.backends.base import Backend
 from lgfa_deploy.bundle import Bundle
 from lgfa_deploy.errors import LgfaError
-from lgfa_deploy.face_domain import domain_seed_z
+from lgfa_deploy.face_domain import conditioned_z, domain_seed_z
 from lgfa_deploy.graphs import CONTEXT_LENGTH
 from lgfa_deploy.tokenizer import ClipTokenizer
 
@@ -424,6 +424,16 @@ class Animator:
         if latents.ndim != 3 or latents.shape[0] == 0:
             raise LgfaError(f"render takes W+ of shape [frames, L, S], got {list(latents.shape)}")
         return np.concatenate(list(self._batches(latents)))
+
+    def domain_faces(self, parameters: np.ndarray) -> np.ndarray:
+        """uint8 BGR faces [N, H, W, 3] of the synthetic face domain's parameters [N, P] (manifest
+        ``face_domain``): their conditioned z through the bundle's mapping, one w for every layer."""
+        domain = self.bundle.manifest.get("face_domain")
+        if domain is None:
+            raise LgfaError(f"bundle {self.bundle.root} is not of the synthetic face domain (no face_domain in its manifest)")
+        z = conditioned_z(parameters, domain["z"])
+        w = np.concatenate([self._run("mapping", {"z": row[None]})["w"] for row in z])
+        return self.render(np.repeat(w[:, None], self.bundle.n_latent, axis=1))
 
     # -- whole clips --------------------------------------------------------------------------------
     def animate(

@@ -95,6 +95,21 @@ def test_a_seed_is_a_neutral_face_whose_identity_the_seed_draws(default_animator
         assert abs(got[name][0] - value) < 0.15, (name, got[name][0], value)  # ~2x the gate's mean errors
 
 
+def test_domain_faces_draw_the_given_parameters(default_animator, tiny_bundle: Path) -> None:
+    """A wink (left eye shut, right wide open) drawn from parameters reads back as one; a bundle of no face domain is refused."""
+    facts = default_animator.bundle.manifest["face_domain"]
+    parameters = seed_parameters(2, facts)
+    parameters[0, facts["parameters"].index("eye_open_left")] = 0.0
+    parameters[0, facts["parameters"].index("eye_open_right")] = 1.0
+    got = read(default_animator, default_animator.domain_faces(parameters))
+    assert got["eye_open_left"][0] < 0.2 and got["eye_open_right"][0] > 0.8
+    import lgfa_deploy
+
+    with lgfa_deploy.open(tiny_bundle, backend="onnxruntime") as animator:
+        with pytest.raises(LgfaError, match="not of the synthetic face domain"):
+            animator.domain_faces(parameters)
+
+
 @pytest.mark.xfail(strict=True, reason="issue 15 is open: the shipped animation model does not yet move the face "
                    "toward the sentence's target (docs/faces-64/eval.md); this turns into a failure when it does")
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from lgfa_deploy.commands.common import add_bundle_argument, add_runtime_argumen
 from lgfa_deploy.default_bundle import bundle_or_default
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.align import READABLE_SUFFIXES, read_image
-from lgfa_deploy.face_domain import conditioned_z, target_path_parameters
+from lgfa_deploy.face_domain import target_path_parameters
 from lgfa_deploy.evaluation import PromptScore, face_scores, fid, plot, score_prompt, table
 from lgfa_deploy.graphs import PARAMETER_READER
 from lgfa_deploy.pipeline import Animator, clip_pixels
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if bundle.has_photo:
             clip_scores[prompt] = clip_score(animator, text, clips)
         if args.ceiling:
-            paths = [target_path_clip(animator, backend, facts, prompt, s) for s in range(args.seeds)]
+            paths = [target_path_clip(animator, facts, prompt, s) for s in range(args.seeds)]
             ceiling.append(score_domain_prompt(facts, prompt, read_clips(reader, paths)))
     if scores:
         report["synthetic"] = [s.to_dict() for s in scores]
@@ -172,12 +172,9 @@ def unreadable_note(facts: dict, prompts: list[str]) -> str:
 CEILING_HEADING = "Ceiling: the generator's own path from each neutral face to the prompt's target"
 
 
-def target_path_clip(animator: Animator, backend: Backend, facts: dict, prompt: str, seed: int) -> np.ndarray:
+def target_path_clip(animator: Animator, facts: dict, prompt: str, seed: int) -> np.ndarray:
     """uint8 BGR frames of the seed's face moving along the generator's own path to the prompt's target."""
-    bundle = animator.bundle
-    z = conditioned_z(target_path_parameters(seed, facts, prompt, bundle.frames), facts["z"])
-    w = np.concatenate([backend.run("mapping", {"z": row[None]})["w"] for row in z])
-    return animator.render(np.repeat(w[:, None], bundle.n_latent, axis=1))
+    return animator.domain_faces(target_path_parameters(seed, facts, prompt, animator.bundle.frames))
 
 
 def clip_score(animator: Animator, text: str, clips: list[np.ndarray]) -> dict[str, float]:

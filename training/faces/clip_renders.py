@@ -70,7 +70,7 @@ def expression_parameters(
 
 def expression_faces(
     expressions: list[str], rng: np.random.Generator, size: int, intensity: tuple[float, float] = (1.0, 1.0)
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 BGR renders, parts) of :func:`expression_parameters`."""
     parameters, parts = expression_parameters(expressions, rng, intensity)
     return render_faces(parameters, size)[0], parts
