@@ -29,11 +29,10 @@ from training.faces.clip_renders import (
     negative_parameters,
     train_clip,
 )
-from training.faces.dataset import FaceSet, load_or_render_set, render_set, weight_map
+from training.faces.dataset import FaceSet, render_set, weight_map
 from training.faces.generator_regression import (
     PRESET,
     Phase,
-    batch_rows,
     expression_code_loss,
     generate,
     optimizer_for,
@@ -42,7 +41,7 @@ from training.faces.generator_regression import (
     train_generator,
 )
 from training.faces.parameters import EXPRESSION, NAMES, NEUTRAL, parameters_to_z
-from training.faces.prompts import COVERED, PATH_JITTER, PATH_NEUTRAL_SHARE, path_parameters
+from training.faces.prompts import COVERED
 from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters, train_reader
 from training.faces.train_all import main as train_all_main
 from training.presets import get_preset
@@ -113,62 +112,6 @@ def test_mapping_trains_as_with_learning_rate_multiplier_one() -> None:
     for a, b in zip(plain.style[1:], stored.style[1:]):
         assert torch.allclose(a.weight * a.scale, b.weight * b.scale, atol=1e-5)
         assert torch.allclose(a.bias * a.lr_mul, b.bias * b.lr_mul, atol=1e-5)
-
-
-def test_path_faces_lie_on_the_way_from_neutral_to_a_covered_target() -> None:
-    parameters = path_parameters(np.random.default_rng(2), 2000, ("skin",))
-    assert np.all(parameters[:, 1 : len(NAMES) - len(EXPRESSION)] == 0.5)  # only skin varies among identity
-    assert parameters[:, 0].std() > 0.2
-    expression = parameters[:, len(NAMES) - len(EXPRESSION) :].astype(np.float64)
-    neutral = np.array([NEUTRAL[n] for n in EXPRESSION])
-    at_neutral = np.all(expression == neutral.astype(np.float32), axis=1)  # exactly neutral (float32 parameters)
-    assert abs(at_neutral.mean() - PATH_NEUTRAL_SHARE) < 0.03
-    parts = []
-    for row in expression[~at_neutral]:
-        best = None  # the covered prompt whose way passes closest, and how far along it
-        for targets in COVERED.values():
-            target = np.array([targets.get(n, NEUTRAL[n]) for n in EXPRESSION])
-            for part in np.linspace(0, 1, 201):
-                gap = np.abs(row - (neutral + part * (target - neutral))).max()
-                if best is None or gap < best[0]:
-                    best = (gap, part)
-        assert best[0] <= PATH_JITTER + 0.0025 + 1e-6, row  # within the jitter of a point 1/200 apart
-        parts.append(best[1])
-        if len(parts) == 300:
-            break
-    assert min(parts) < 0.1 and max(parts) > 0.9 and 0.35 < float(np.median(parts)) < 0.65
-
-
-def test_a_face_set_records_its_sampler(tmp_path: Path) -> None:
-    paths = load_or_render_set(tmp_path / "set.npz", 6, 3, 32, ("skin",), workers=1, sampler="paths")
-    assert np.array_equal(paths.parameters, path_parameters(np.random.default_rng(3), 6, ("skin",)))
-    uniform = load_or_render_set(tmp_path / "set.npz", 6, 3, 32, ("skin",), workers=1)  # other sampler: rendered again
-    assert not np.array_equal(uniform.parameters, paths.parameters)
-    assert np.array_equal(load_or_render_set(tmp_path / "set.npz", 6, 3, 32, ("skin",), workers=1).faces, uniform.faces)
-    with pytest.raises(ValueError, match="unknown sampler"):
-        render_set(2, 0, 32, (), workers=1, sampler="paths-and-more")
-
-
-def test_a_path_share_draws_that_share_of_each_batch_from_the_path_set() -> None:
-    for step in range(5):
-        plain = batch_rows(0, step, 100, 50, 16, 0.0)
-        assert np.array_equal(plain, np.random.default_rng([0, step]).integers(0, 100, size=16))  # as before paths existed
-        mixed = batch_rows(0, step, 100, 50, 16, 0.5)
-        assert (mixed >= 100).sum() == 8 and mixed.max() < 150
-    drawn = np.concatenate([batch_rows(0, step, 100, 50, 16, 0.25) for step in range(200)])
-    assert len(np.unique(drawn[drawn >= 100])) == 50  # every path face is drawn
-
-
-def test_generator_trains_on_a_path_phase(tmp_path: Path, small_set: FaceSet) -> None:
-    faces = FaceSet(small_set.parameters[:8], small_set.faces[:8], small_set.weights[:8])
-    phases = [Phase(2, 3e-3, 3e-3), Phase(4, 3e-3, 0.0, path_share=0.5)]
-    train_generator(str(tmp_path / "g"), steps=4, batch=4, n_faces=8, face_set=faces, phases=phases)
-    options = json.loads((tmp_path / "g" / "options.json").read_text())
-    assert [p["path_share"] for p in options["phases"]] == [0.0, 0.5]
-    with np.load(tmp_path / "g" / "paths.npz") as data:  # half as many path faces, rendered for the phase
-        assert data["parameters"].shape == (4, len(NAMES)) and str(data["sampler"]) == "paths"
-    with pytest.raises(OptionError, match="path_share"):
-        train_generator(str(tmp_path / "h"), steps=2, batch=4, n_faces=8, face_set=faces, phases=[Phase(2, 1e-3, 0, path_share=2)])
 
 
 def test_generator_loss_falls_and_the_run_resumes(tmp_path: Path, small_set: FaceSet) -> None:

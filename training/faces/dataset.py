@@ -2,11 +2,8 @@
 
 A set holds parameters [N, 16] float32, faces [N, H, W, 3] uint8 BGR and the loss weight map
 [N, H, W] uint8 of the generator trainer: 1 everywhere plus ``REGION_WEIGHT`` on the eye, brow and
-mouth regions dilated by ``DILATE_PX`` pixels. Parameters come from one of ``SAMPLERS``: ``uniform``
-(every expression uniform in [0, 1]) or ``paths`` (the faces an animation passes through on the way
-from neutral to each covered prompt's target). Rendering is split over worker processes; the set
-depends only on (n, seed, size, varying identity parameters, sampler), which the file records and
-checks (files without a sampler were rendered uniform).
+mouth regions dilated by ``DILATE_PX`` pixels. Rendering is split over worker processes; the set
+depends only on (n, seed, size, varying identity parameters), which the file records and checks.
 """
 from __future__ import annotations
 
@@ -22,7 +19,6 @@ from tqdm import tqdm
 
 from training.errors import DataError
 from training.faces.parameters import sample_parameters
-from training.faces.prompts import path_parameters
 from training.faces.render import REGIONS, render_faces
 
 log = logging.getLogger(__name__)
@@ -31,7 +27,6 @@ REGION_WEIGHT = 4
 DILATE_PX = 1
 _CHUNK = 500
 _WEIGHTED = tuple(REGIONS.index(r) for r in ("eyes", "brows", "mouth"))
-SAMPLERS = {"uniform": sample_parameters, "paths": path_parameters}
 
 
 @dataclass
@@ -57,13 +52,9 @@ def _render_chunk(parameters: np.ndarray, size: int) -> tuple[np.ndarray, np.nda
     return faces, weight_map(masks)
 
 
-def render_set(
-    n: int, seed: int, size: int, varying_identity: tuple[str, ...], workers: int = 2, sampler: str = "uniform"
-) -> FaceSet:
-    """Render ``n`` faces with parameters drawn from ``seed`` by ``SAMPLERS[sampler]``."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    parameters = SAMPLERS[sampler](np.random.default_rng(seed), n, varying_identity)
+def render_set(n: int, seed: int, size: int, varying_identity: tuple[str, ...], workers: int = 2) -> FaceSet:
+    """Render ``n`` faces with parameters drawn by ``sample_parameters`` from ``seed``."""
+    parameters = sample_parameters(np.random.default_rng(seed), n, varying_identity)
     chunks = [parameters[i : i + _CHUNK] for i in range(0, n, _CHUNK)]
     faces, weights = [], []
     with ProcessPoolExecutor(max(1, workers)) as pool:
@@ -74,13 +65,7 @@ def render_set(
 
 
 def load_or_render_set(
-    path: str | os.PathLike,
-    n: int,
-    seed: int,
-    size: int,
-    varying_identity: tuple[str, ...],
-    workers: int = 2,
-    sampler: str = "uniform",
+    path: str | os.PathLike, n: int, seed: int, size: int, varying_identity: tuple[str, ...], workers: int = 2
 ) -> FaceSet:
     """The set cached at ``path`` when it was rendered with these settings, else render and cache it."""
     path = Path(path)
@@ -89,15 +74,14 @@ def load_or_render_set(
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
-                saved_sampler = str(data["sampler"]) if "sampler" in data else "uniform"
-                if np.array_equal(data["key"], key) and list(data["varying"]) == list(varying) and saved_sampler == sampler:
+                if np.array_equal(data["key"], key) and list(data["varying"]) == list(varying):
                     return FaceSet(data["parameters"], data["faces"], data["weights"])
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{path} is not a face set ({exc}); delete it to render it again") from None
         log.info("%s was rendered with other settings; rendering again", path)
-    face_set = render_set(n, seed, size, varying_identity, workers, sampler)
+    face_set = render_set(n, seed, size, varying_identity, workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, key=key, varying=varying, sampler=np.array(sampler), parameters=face_set.parameters, faces=face_set.faces, weights=face_set.weights)
+    np.savez(tmp, key=key, varying=varying, parameters=face_set.parameters, faces=face_set.faces, weights=face_set.weights)
     os.replace(tmp, path)
     return face_set

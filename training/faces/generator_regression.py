@@ -11,11 +11,7 @@ change the learning rate, the regions' weight and the weight of :func:`expressio
 by step: on this machine the trial's recipe learned identity and head tilt but its expressions
 stalled near chance (reader error 0.18 after 6,500 steps, the mapping having squashed them); the
 regions at 1 + 20 and then w's first 8 values tied to the expression parameters brought the error
-to 0.064 at 14,500 steps (mouth curve 0.11 and width 0.13 still above the gate). A phase's
-``path_share`` draws that share of each batch from a second set, ``paths.npz`` (half as many faces),
-of the faces an animation passes through (:func:`training.faces.prompts.path_parameters`): the
-uniform set holds almost no face at the neutral start (a closed mouth sits at the edge of its range)
-nor at the targets on the range's ends.
+to 0.064 at 14,500 steps (mouth curve 0.11 and width 0.13 still above the gate).
 
 The mapping layers train with learning-rate multiplier 1: the Generator stores them with the
 preset's multiplier ``lr_mlp`` (0.01, rosinality's), so their Adam group takes lr / lr_mlp, which
@@ -102,16 +98,14 @@ def optimizer_for(generator: Generator, lr: float) -> torch.optim.Adam:
 
 @dataclass(frozen=True)
 class Phase:
-    """Steps up to ``until``: the learning rate moves linearly from ``lr_start`` to ``lr_end``, the
-    eye, brow and mouth regions weigh ``1 + region_weight`` in the full-resolution L1, and
-    ``path_share`` of each batch comes from the faces on the prompts' paths."""
+    """Steps up to ``until``: the learning rate moves linearly from ``lr_start`` to ``lr_end``, and
+    the eye, brow and mouth regions weigh ``1 + region_weight`` in the full-resolution L1."""
 
     until: int
     lr_start: float
     lr_end: float
     region_weight: float = REGION_WEIGHT
     expression_code: float = 0.0
-    path_share: float = 0.0
 
 
 def phase_at(step: int, phases: Sequence[Phase]) -> tuple[float, Phase]:
@@ -125,17 +119,6 @@ def phase_at(step: int, phases: Sequence[Phase]) -> tuple[float, Phase]:
     return phases[-1].lr_end, phases[-1]
 
 
-def batch_rows(seed: int, step: int, n_uniform: int, n_paths: int, batch: int, path_share: float) -> np.ndarray:
-    """Rows of one step in the uniform set followed by the path set (rows from ``n_uniform`` on):
-    ``round(batch * path_share)`` from the paths; with no share exactly :func:`batch_indices`."""
-    n_path_rows = round(batch * path_share)
-    uniform = batch_indices(seed, step, n_uniform, batch - n_path_rows)
-    if not n_path_rows:
-        return uniform
-    paths = np.random.default_rng([seed, step, 1]).integers(0, n_paths, size=n_path_rows)
-    return np.concatenate([uniform, n_uniform + paths])
-
-
 def train_generator(
     out: str,
     *,
@@ -146,22 +129,18 @@ def train_generator(
     lr: float = 3e-3,
     workers: int = 2,
     face_set: FaceSet | None = None,
-    path_set: FaceSet | None = None,
     phases: Sequence[Phase] | None = None,
 ) -> Generator:
     """Train (or resume) the generator in ``out``; metrics.jsonl gets loss, PSNR and lr every 10 steps.
 
     Without ``phases`` the learning rate is ``lr`` throughout and the regions weigh 1 + REGION_WEIGHT;
     with them (the last one ending at ``steps``) each step follows its phase (a fixed schedule:
-    resuming with other phases is another run). A phase with a ``path_share`` uses ``path_set``, by
-    default ``out/paths.npz`` of ``n_faces // 2`` faces."""
+    resuming with other phases is another run)."""
     schedule = {"lr": lr} if phases is None else {"phases": [dataclasses.asdict(p) for p in phases]}
     if phases is None:
         phases = [Phase(steps, lr, lr)]  # constant: a resume may go on to more steps
     elif phases[-1].until != steps:
         raise OptionError(f"the last phase ends at step {phases[-1].until}, not at --steps {steps}")
-    if any(not 0 <= phase.path_share <= 1 for phase in phases):
-        raise OptionError("a phase's path_share must lie in [0, 1]")
     preset = get_preset(PRESET)
     torch.manual_seed(seed)
     generator = generator_from_preset(preset)
@@ -172,24 +151,16 @@ def train_generator(
     run = Run(out, options, {"generator": generator}, optimizer)
     if face_set is None:
         face_set = load_or_render_set(f"{out}/faces.npz", n_faces, seed, preset.resolution, GENERATOR_IDENTITY, workers)
-    sets = [face_set]
-    if any(phase.path_share for phase in phases):
-        if path_set is None:
-            path_set = load_or_render_set(f"{out}/paths.npz", n_faces // 2, seed + 1, preset.resolution, GENERATOR_IDENTITY,
-                                          workers, sampler="paths")  # fmt: skip
-        sets.append(path_set)
-    n_paths = len(path_set) if len(sets) > 1 else 0
-    targets = torch.cat([faces_to_tensor(s.faces) for s in sets])
-    regions = torch.from_numpy(np.concatenate([s.weights for s in sets]) > 1).float()[:, None]  # dilated eyes, brows, mouth
-    all_parameters = np.concatenate([s.parameters for s in sets])
-    z = torch.from_numpy(parameters_to_z(all_parameters))
-    parameters = torch.from_numpy(all_parameters).float()
+    targets = faces_to_tensor(face_set.faces)
+    regions = torch.from_numpy(face_set.weights > 1).float()[:, None]  # the dilated eye, brow and mouth regions
+    z = torch.from_numpy(parameters_to_z(face_set.parameters))
+    parameters = torch.from_numpy(face_set.parameters).float()
     generator.train()
     for step in run.steps(steps, "generator"):
         step_lr, phase = phase_at(step, phases)
         for group, unit in zip(optimizer.param_groups, unit_lrs):
             group["lr"] = unit * step_lr
-        rows = torch.from_numpy(batch_rows(seed, step, len(face_set), n_paths, batch, phase.path_share))
+        rows = torch.from_numpy(batch_indices(seed, step, len(face_set), batch))
         w = generator.mapping(z[rows])
         images = synthesize(generator, w)
         loss = regression_loss(images, targets[rows], 1 + phase.region_weight * regions[rows])

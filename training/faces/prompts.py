@@ -10,20 +10,7 @@ contrastive CLIP loss never asks two sentences to match one picture).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from training.faces.parameters import (
-    EXPRESSION,
-    FIXED_IDENTITY_VALUE,
-    GENERATOR_IDENTITY,
-    IDENTITY,
-    NAMES,
-    NEUTRAL,
-    Z_CLIP,
-    sample_identity,
-)
+from training.faces.parameters import EXPRESSION, FIXED_IDENTITY_VALUE, GENERATOR_IDENTITY, IDENTITY, NAMES, NEUTRAL, Z_CLIP
 
 MIN_MOVE = 0.2
 MIN_SEPARATION = 0.25
@@ -67,25 +54,6 @@ NOT_COVERED: dict[str, str] = {
 def target_expression(expression: str) -> dict[str, float]:
     """Every expression parameter's target for a covered expression: the table's values, neutral elsewhere."""
     return {name: COVERED[expression].get(name, NEUTRAL[name]) for name in EXPRESSION}
-
-
-PATH_JITTER = 0.05
-PATH_NEUTRAL_SHARE = 0.15
-
-
-def path_parameters(rng: np.random.Generator, n: int, varying_identity: Sequence[str]) -> np.ndarray:
-    """Parameters [n, 16] of the faces an animation passes through: identity as ``sample_identity``, a
-    random covered prompt, a part uniform in [0, 1] of the way from ``NEUTRAL`` to its target, every
-    expression parameter jittered by up to ``PATH_JITTER``; ``PATH_NEUTRAL_SHARE`` of them exactly neutral."""
-    identity = sample_identity(rng, n, varying_identity)
-    neutral = np.array([NEUTRAL[name] for name in EXPRESSION], np.float32)
-    targets = np.array([[target_expression(p)[name] for name in EXPRESSION] for p in COVERED], np.float32)
-    prompt = rng.integers(0, len(COVERED), n)
-    part = rng.random((n, 1), dtype=np.float32)
-    moving = rng.random((n, 1)) >= PATH_NEUTRAL_SHARE
-    jitter = rng.uniform(-PATH_JITTER, PATH_JITTER, (n, len(EXPRESSION))).astype(np.float32)
-    expression = np.where(moving, np.clip(neutral + part * (targets[prompt] - neutral) + jitter, 0.0, 1.0), neutral)
-    return np.concatenate([identity, expression], axis=1).astype(np.float32)
 
 
 def domain_facts() -> dict:

@@ -4,8 +4,7 @@
 
 Stages, each in its own folder under ``--out`` and each resumed where it stopped when run again:
 1. ``reader/``: the parameter reader on renders (every identity parameter varying, half blurred);
-2. ``generator/``: the StyleGAN2 by regression (:mod:`training.faces.generator_regression`; its last
-   phase also on the faces of the prompts' ways, ``generator/paths.npz``), then
+2. ``generator/``: the StyleGAN2 by regression (:mod:`training.faces.generator_regression`), then
    the gate (``generator/gate.json``): the reader's error on generated frames, at most 0.08 for
    every expression parameter; a failed gate stops here unless ``--ignore-gate``;
 3. ``clip/``: CLIP on renders and their sentences (``clip/clip.safetensors``);
@@ -64,17 +63,15 @@ BUDGETS = {
     # saw: Adam at 3e-3 with the regions weighing 1 + 4 (issue 15's trial) until its expressions stalled
     # at 6,500 steps (reader error 0.18, PSNR 29 dB; the mapping had squashed them: |dw| 0.15 for the
     # whole mouth-curve range against 2.1 for skin), the regions at 1 + 20 (0.16 at 7,000), then w's first
-    # 8 values tied to the expression parameters (expression_code_loss) and a linear decay; then half of
-    # each batch from the faces on the prompts' ways (path_share): the animations start from a closed
-    # mouth, which the uniform set hardly holds (the generator drew it 0.27 too narrow as read).
+    # 8 values tied to the expression parameters (expression_code_loss) and a linear decay.
     "full": Budget(reader=6000,
                    generator=(Phase(5000, 3e-3, 3e-3), Phase(6500, 3e-3, 2e-3), Phase(7500, 2e-3, 2e-3, 20.0),
                               Phase(10000, 2e-3, 2e-3, 20.0, 1.0), Phase(11500, 2e-3, 1e-3, 20.0, 1.0),
-                              Phase(14500, 1e-3, 0.0, 20.0, 1.0), Phase(16500, 1e-3, 0.0, 20.0, 1.0, 0.5)),
+                              Phase(14500, 1e-3, 0.0, 20.0, 1.0)),
                    clip=3000, animation=2000, animation_batch=14, reader_faces=20000, generator_faces=40000,
                    neutral_faces=512, eval_seeds=64),
     # Minutes: proves the chain runs; its models are not trained.
-    "smoke": Budget(reader=20, generator=(Phase(10, 3e-3, 3e-3), Phase(20, 3e-3, 0.0, 20.0, 1.0, 0.5)), clip=5, animation=3,
+    "smoke": Budget(reader=20, generator=(Phase(10, 3e-3, 3e-3), Phase(20, 3e-3, 0.0, 20.0, 1.0)), clip=5, animation=3,
                     animation_batch=4, reader_faces=500, generator_faces=500, neutral_faces=8, eval_seeds=2),
 }  # fmt: skip
 
