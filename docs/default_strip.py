@@ -34,5 +34,6 @@ def main() -> None:
     image = np.concatenate([part for block in blocks for part in (block, gap)][:-1], axis=0)
     write_png(out, image)
 
+
 if __name__ == "__main__":
     main()

@@ -47,5 +47,6 @@ def main() -> None:
     image = np.concatenate([header, *blocks], axis=0)
     write_png(out, image)
 
+
 if __name__ == "__main__":
     main()

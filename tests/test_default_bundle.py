@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lgfa_deploy
 from export.ship_default import ship
 from lgfa_deploy.backends import open_backend
 from lgfa_deploy.bundle import Bundle
@@ -62,8 +63,6 @@ def test_shipping_refuses_random_weights_and_oversize_leaving_the_old_default(ti
 # -- the shipped model ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def default_animator():
-    import lgfa_deploy
-
     with lgfa_deploy.open(backend="onnxruntime", device="cpu") as animator:
         yield animator
 
@@ -103,8 +102,6 @@ def test_domain_faces_draw_the_given_parameters(default_animator, tiny_bundle: P
     parameters[0, facts["parameters"].index("eye_open_right")] = 1.0
     got = read(default_animator, default_animator.domain_faces(parameters))
     assert got["eye_open_left"][0] < 0.2 and got["eye_open_right"][0] > 0.8
-    import lgfa_deploy
-
     with lgfa_deploy.open(tiny_bundle, backend="onnxruntime") as animator:
         with pytest.raises(LgfaError, match="not of the synthetic face domain"):
             animator.domain_faces(parameters)
