@@ -20,10 +20,12 @@ from training.checkpoints import load_clip_weights
 from training.clip_model import create_clip
 from training.errors import OptionError
 from training.faces.clip_renders import (
+    CAPTIONS,
     INTENSITY,
     JITTER,
     NEGATIVE_MARGIN,
     caption_targets,
+    closeness,
     contrastive_loss,
     expression_parameters,
     negative_parameters,
@@ -138,10 +140,17 @@ def test_generator_loss_falls_and_the_run_resumes(tmp_path: Path, small_set: Fac
         train_generator(str(out), steps=30, batch=4, lr=1e-3, n_faces=8, face_set=faces)
 
 
-def test_clip_trainer_writes_weights_the_animation_model_loads(tmp_path: Path) -> None:
-    train_clip(str(tmp_path / "clip"), steps=2, batch=4)
+@pytest.mark.parametrize("captions", sorted(CAPTIONS))
+def test_clip_trainer_writes_weights_the_animation_model_loads(tmp_path: Path, captions: str) -> None:
+    train_clip(str(tmp_path / "clip"), steps=2, batch=4, captions=captions)
+    assert json.loads((tmp_path / "clip" / "options.json").read_text())["captions"] == captions
     clip = create_clip("faces-rn")
     clip.load_state_dict(load_clip_weights(tmp_path / "clip" / "clip.safetensors"))
+
+
+def test_clip_trainer_refuses_unknown_captions(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown captions 'hard'; known: graded, closeness"):
+        train_clip(str(tmp_path / "clip"), steps=1, captions="hard")
 
 
 def test_clip_faces_lie_part_of_the_way_from_neutral_to_their_targets() -> None:
@@ -191,24 +200,87 @@ class FixedFeatures(torch.nn.Module):
         return tokens
 
 
-def test_caption_targets_grade_each_face_by_its_part_of_the_way() -> None:
-    targets = caption_targets(torch.tensor([1.0, 0.25]), 3)  # two faces and a negative
-    want = [[1.0, 0.0], [0.375, 0.625], [0.5, 0.5]]  # 0.25 of its sentence + 0.75 spread over two
-    assert targets.tolist() == want
+def test_closeness_to_a_target_by_hand() -> None:
+    neutral = np.array([0.5, 0.5])
+    target = np.array([[1.0, 0.5]])  # the neutral face lies 0.5 from it
+    faces = np.array([[1.0, 0.5], [0.5, 0.5], [0.75, 0.5], [1.0, 0.75], [0.9, 0.4], [0.0, 0.5]])
+    # at the target, neutral, half way, on target but 0.25 off in the other parameter, 0.1 off in both, past neutral
+    assert closeness(faces, target, neutral)[:, 0] == pytest.approx([1.0, 0.0, 0.5, 0.5, 0.8, 0.0])
+
+
+def test_closeness_of_the_domains_faces_part_of_the_way() -> None:
+    neutral = np.array([NEUTRAL[n] for n in EXPRESSION])
+    smiling = np.array([COVERED["smiling"].get(n, NEUTRAL[n]) for n in EXPRESSION])
+    frowning = neutral.copy()
+    frowning[EXPRESSION.index("mouth_curve")] = 0.1  # 0.45 below neutral, as smiling's curve is 0.45 above it
+    got = closeness(np.stack([neutral + 0.3 * (smiling - neutral), frowning]), smiling[None], neutral)[:, 0]
+    assert got == pytest.approx([0.3, 0.0], abs=1e-6)
+
+
+def test_caption_targets_grade_each_face_by_its_closeness() -> None:
+    # a face at its sentence's target, one a quarter of the way, a face near none
+    targets = caption_targets(torch.tensor([[1.0, 0.0], [0.0, 0.25], [0.0, 0.0]]))
+    assert targets.tolist() == [[1.0, 0.0], [0.375, 0.625], [0.5, 0.5]]  # 0.25 of its sentence + 0.75 spread over two
+    # near both sentences: shares in proportion once the closenesses sum past 1; below 1 the rest is spread
+    targets = caption_targets(torch.tensor([[0.8, 0.4], [0.2, 0.4]]))
+    assert targets.numpy() == pytest.approx(np.array([[2 / 3, 1 / 3], [0.4, 0.6]]))
+
+
+def test_caption_schemes_draw_their_faces_and_closeness() -> None:
+    expressions = ["smiling", "closing eyes", "opening mouth"]
+    faces, negatives, graded = CAPTIONS["graded"](expressions, np.random.default_rng(0), 32)
+    assert faces.shape == negatives.shape == (3, 32, 32, 3) and graded.shape == (6, 3)
+    assert np.count_nonzero(graded) <= 3 and (np.diag(graded) > 0).all()  # each face close to its own sentence only
+    faces, uniform, matrix = CAPTIONS["closeness"](expressions, np.random.default_rng(0), 32)
+    assert faces.shape == uniform.shape == (3, 32, 32, 3) and matrix.shape == (6, 3)
+    assert ((matrix >= 0) & (matrix <= 1)).all()
+    # the same faces (one draw); jitter of 0.08 against ways of at least 0.45 moves closeness by at most 0.08 / 0.45
+    assert np.abs(np.diag(matrix[:3]) - np.diag(graded[:3])).max() <= 0.08 / 0.45 + 1e-6
+
+
+class FixedFeatures(torch.nn.Module):
+    """A stand-in CLIP whose features are its inputs, at logit scale 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+
+def log_softmax(*values: float) -> np.ndarray:
+    v = np.array(values)
+    return v - np.log(np.exp(v).sum())
 
 
 def test_clip_contrastive_loss_with_a_negative_and_a_part_way_face_by_hand() -> None:
     images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # a face at its target, one half way, a negative
     texts = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     # similarities: face 0 -> (1, 0.6), face 1 -> (0, 0.8), negative -> (0.6, 1.0)
-    def log_softmax(*values: float) -> np.ndarray:
-        v = np.array(values)
-        return v - np.log(np.exp(v).sum())
-
     face0, face1, negative = log_softmax(1, 0.6), log_softmax(0, 0.8), log_softmax(0.6, 1.0)
     faces_pick = (-face0[0] - (0.25 * face1[0] + 0.75 * face1[1]) - (0.5 * negative[0] + 0.5 * negative[1])) / 3
     texts_pick = (-1.0 * log_softmax(1, 0, 0.6)[0] - 0.5 * log_softmax(0.6, 0.8, 1.0)[1]) / 1.5
-    loss = contrastive_loss(FixedFeatures(), images, texts, torch.tensor([1.0, 0.5]))
+    closeness = torch.tensor([[1.0, 0.0], [0.0, 0.5], [0.0, 0.0]])
+    loss = contrastive_loss(FixedFeatures(), images, texts, closeness)
+    assert loss.item() == pytest.approx((faces_pick + texts_pick) / 2, rel=1e-6)
+
+
+def test_clip_contrastive_loss_with_faces_close_to_several_sentences_by_hand() -> None:
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    texts = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    # face 0 at sentence 0's target and 0.5 close to sentence 1; face 1 0.5 close to sentence 1; face 2 0.25 to sentence 0
+    closeness = torch.tensor([[1.0, 0.5], [0.0, 0.5], [0.25, 0.0]])
+    face0, face1, face2 = log_softmax(1, 0.6), log_softmax(0, 0.8), log_softmax(0.6, 1.0)
+    faces_pick = -((2 / 3 * face0[0] + 1 / 3 * face0[1]) + (0.25 * face1[0] + 0.75 * face1[1])
+                   + (0.625 * face2[0] + 0.375 * face2[1])) / 3  # fmt: skip
+    # sentence 0 picks faces 0 and 2 as 1 : 0.25, weighted 1 (its closest face); sentence 1 faces 0 and 1 evenly, weighted 0.5
+    text0, text1 = log_softmax(1, 0, 0.6), log_softmax(0.6, 0.8, 1.0)
+    texts_pick = -(1.0 * (0.8 * text0[0] + 0.2 * text0[2]) + 0.5 * (0.5 * text1[0] + 0.5 * text1[1])) / 1.5
+    loss = contrastive_loss(FixedFeatures(), images, texts, closeness)
     assert loss.item() == pytest.approx((faces_pick + texts_pick) / 2, rel=1e-6)
 
 

@@ -2,15 +2,20 @@
 
 Each step takes up to ``batch`` distinct covered expressions and renders one face per expression
 (random identity; the expression a part drawn from ``INTENSITY`` of the way from neutral to the
-expression's target, every expression parameter jittered by up to ``JITTER``) and as many
-negatives (faces of no covered expression: uniform expressions at least ``NEGATIVE_MARGIN`` from
-every prompt's way to its target), blurs half of each (generated frames are softer than renders)
-and applies CLIP's symmetric contrastive loss with the learned temperature, graded by the part of
-the way: a face ``a`` of the way to its sentence's target is captioned ``a`` by its sentence and
-``1 - a`` by all of the batch's sentences evenly (a negative evenly), and each sentence picks its
-own face among all faces, negatives included, with weight ``a``. The result is the animation
-model's encoder and, frozen, the contrastive loss's CLIP (the paper's separate ViT-B/32 has no
-counterpart here).
+expression's target, every expression parameter jittered by up to ``JITTER``) and as many other
+faces, blurs half of each (generated frames are softer than renders) and applies CLIP's symmetric
+contrastive loss with the learned temperature, softened by each face's closeness to each
+sentence's target (:func:`contrastive_loss`). ``CAPTIONS`` names how the faces are drawn and
+captioned:
+- ``graded``: the other faces show no covered expression (uniform expressions at least
+  ``NEGATIVE_MARGIN`` from every prompt's way to its target), and each face is close only to its
+  own sentence, by its part of the way: captioned ``a`` by its sentence and ``1 - a`` by all
+  sentences evenly, and picked by its sentence with weight ``a``;
+- ``closeness``: the other faces are uniformly random, and every face is close to every sentence as
+  :func:`closeness` measures it (``a`` at part ``a`` of a sentence's way, less off the way), so a
+  face near two targets is captioned by both and each sentence picks every face near its target.
+The result is the animation model's encoder and, frozen, the contrastive loss's CLIP (the paper's
+separate ViT-B/32 has no counterpart here).
 
 Why (measured on the generator's faces, seeds' identities, the loss's temperature 0.07):
 - a CLIP that saw only full target expressions matched 95% of target faces to their sentence but
@@ -34,7 +39,7 @@ from open_clip.model import CLIP
 from safetensors.torch import save_file
 
 from training.clip_model import CLIP_MEAN, CLIP_STD, create_clip, tokenize
-from training.faces.parameters import EXPRESSION, IDENTITY, NEUTRAL, sample_identity
+from training.faces.parameters import EXPRESSION, IDENTITY, NEUTRAL, sample_identity, sample_parameters
 from training.faces.prompts import COVERED, target_expression
 from training.faces.reader import augment, faces_to_tensor
 from training.faces.render import render_faces
@@ -103,30 +108,67 @@ def clip_normalize(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2 - mean) / std
 
 
-def caption_targets(parts: torch.Tensor, n_images: int) -> torch.Tensor:
-    """Each image's distribution over the batch's sentences [images, texts]: a face ``a`` of the way
-    to its sentence's target is ``a`` its sentence and ``1 - a`` spread evenly; a negative (past the
-    sentences) is spread evenly."""
-    n_texts = len(parts)
-    targets = torch.full((n_images, n_texts), 1.0 / n_texts)
-    rows = torch.arange(n_texts)
-    targets[rows] = (1 - parts[:, None]) / n_texts
-    targets[rows, rows] += parts
-    return targets
+def closeness(expressions: np.ndarray, targets: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    """How close each expression [N, 8] is to each target [M, 8], 0-1 [N, M]: 1 - (largest parameter
+    difference from the target) / (the neutral face's), clipped at 0. 1 at the target, ``a`` at part
+    ``a`` of the straight way from neutral, 0 at the neutral face's distance or farther on any side."""
+    distance = np.abs(expressions[:, None] - targets[None]).max(axis=2)
+    scale = np.abs(neutral[None] - targets).max(axis=1)
+    return np.clip(1.0 - distance / scale[None], 0.0, 1.0).astype(np.float32)
 
 
-def contrastive_loss(clip: CLIP, images: torch.Tensor, tokens: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy over the batch's image-text similarities, graded by ``parts``
-    (how far each of the first ``len(tokens)`` images is toward its sentence's target): each image's
-    sentences are the soft :func:`caption_targets`, and each sentence picks its own image among all
-    (negatives included) with weight ``part``."""
+def caption_targets(closeness: torch.Tensor) -> torch.Tensor:
+    """Each image's distribution over the batch's sentences from its closeness to their targets
+    [images, texts]: each sentence gets the image's closeness to it (scaled to sum to 1 where the
+    closenesses sum past 1), the rest is spread evenly. A face ``a`` of the way to one sentence's
+    target and near no other is ``a`` that sentence and ``1 - a`` spread; a face near none is spread."""
+    total = closeness.sum(1, keepdim=True)
+    own = closeness / total.clamp_min(1.0)
+    return own + (1 - own.sum(1, keepdim=True)) / closeness.shape[1]
+
+
+def contrastive_loss(clip: CLIP, images: torch.Tensor, tokens: torch.Tensor, closeness: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over the batch's image-text similarities, softened by each
+    image's ``closeness`` [images, texts] to each sentence's target: each image's sentences are
+    :func:`caption_targets`; each sentence picks among all images in proportion to their closeness to
+    it, weighted by the closest one's (a sentence that no image shows picks none)."""
     image = F.normalize(clip.encode_image(images), dim=-1)
     text = F.normalize(clip.encode_text(tokens), dim=-1)
     logits = clip.logit_scale.exp() * image @ text.T  # [images, texts]
-    image_to_text = -(caption_targets(parts, len(images)) * logits.log_softmax(1)).sum(1).mean()
-    labels = torch.arange(len(tokens))
-    text_to_image = (parts * F.cross_entropy(logits.T, labels, reduction="none")).sum() / parts.sum()
+    image_to_text = -(caption_targets(closeness) * logits.log_softmax(1)).sum(1).mean()
+    weight = closeness.amax(0)  # [texts]
+    picks = closeness.T / closeness.T.sum(1, keepdim=True).clamp_min(1e-12)
+    text_to_image = (weight * -(picks * logits.T.log_softmax(1)).sum(1)).sum() / weight.sum().clamp_min(1e-12)
     return (image_to_text + text_to_image) / 2
+
+
+def graded_batch(expressions: list[str], rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positive renders, negative renders, closeness [faces, sentences]) of graded captions: one face
+    per sentence part of the way to its target, close to its own sentence only (by its part), and as
+    many faces of no covered expression, close to none."""
+    faces, parts = expression_faces(expressions, rng, size, INTENSITY)
+    negatives = render_faces(negative_parameters(len(expressions), rng), size)[0]
+    n = len(expressions)
+    matrix = np.zeros((2 * n, n), np.float32)
+    matrix[np.arange(n), np.arange(n)] = parts
+    return faces, negatives, matrix
+
+
+def closeness_batch(expressions: list[str], rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positive renders, uniform renders, closeness [faces, sentences]) of closeness captions: one
+    face per sentence part of the way to its target and as many faces of uniformly random expression,
+    each face close to every sentence as :func:`closeness` measures it."""
+    parameters, _ = expression_parameters(expressions, rng, INTENSITY)
+    uniform = sample_parameters(rng, len(expressions), IDENTITY)
+    everything = np.concatenate([parameters, uniform])
+    neutral, targets = neutral_and_targets(expressions)
+    faces = render_faces(everything, size)[0]
+    matrix = closeness(everything[:, len(IDENTITY):], targets, neutral)
+    return faces[: len(expressions)], faces[len(expressions) :], matrix
+
+
+CAPTIONS = {"graded": graded_batch, "closeness": closeness_batch}
+"""How a step's faces are drawn and captioned, by name (``train_clip``'s ``captions``)."""
 
 
 @torch.no_grad()
@@ -144,27 +186,32 @@ def prompt_accuracy(clip: CLIP, seed: int, size: int = 64, per_prompt: int = 8) 
     return float((predicted == truth).float().mean())
 
 
-def train_clip(out: str, *, steps: int, seed: int = 0, batch: int = 14, lr: float = 5e-4, size: int = 64) -> CLIP:
-    """Train (or resume) the CLIP in ``out``; writes ``out/clip.safetensors`` (open_clip key names)."""
+def train_clip(
+    out: str, *, steps: int, seed: int = 0, batch: int = 14, lr: float = 5e-4, size: int = 64, captions: str = "graded"
+) -> CLIP:
+    """Train (or resume) the CLIP in ``out`` with the ``captions`` of :data:`CAPTIONS`; writes
+    ``out/clip.safetensors`` (open_clip key names)."""
     if not 2 <= batch <= len(COVERED):
         raise ValueError(f"batch must be 2 to {len(COVERED)} (distinct covered expressions), got {batch}")
+    if captions not in CAPTIONS:
+        raise ValueError(f"unknown captions {captions!r}; known: {', '.join(CAPTIONS)}")
     torch.manual_seed(seed)
     clip = create_clip(CLIP_NAME)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.01)
     options = {"trainer": "clip", "clip": CLIP_NAME, "seed": seed, "batch": batch, "lr": lr, "size": size,
-               "intensity": list(INTENSITY), "negatives": batch, "negative_margin": NEGATIVE_MARGIN, "captions": "graded"}  # fmt: skip
+               "intensity": list(INTENSITY), "negatives": batch, "negative_margin": NEGATIVE_MARGIN, "captions": captions}  # fmt: skip
     run = Run(out, options, {"clip": clip}, optimizer)
     names = list(COVERED)
     clip.train()
     for step in run.steps(steps, "clip"):
         rng = np.random.default_rng([seed, step])
         expressions = [names[i] for i in rng.permutation(len(names))[:batch]]
-        faces, parts = expression_faces(expressions, rng, size, INTENSITY)
+        faces, others, matrix = CAPTIONS[captions](expressions, rng, size)
         positives = augment(faces_to_tensor(faces), seed, step)
-        negatives = augment(faces_to_tensor(render_faces(negative_parameters(batch, rng), size)[0]), seed, step)
+        negatives = augment(faces_to_tensor(others), seed, step)
         images = clip_normalize(torch.cat([positives, negatives]))
         tokens = tokenize([PROMPT_TEMPLATE.format(e) for e in expressions])
-        loss = contrastive_loss(clip, images, tokens, torch.from_numpy(parts))
+        loss = contrastive_loss(clip, images, tokens, torch.from_numpy(matrix))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
