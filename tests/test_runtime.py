@@ -286,8 +286,8 @@ def test_runs_without_torch(bundle_dir: Path, ort: Animator, tmp_path: Path) -> 
         "sys.modules['torch'] = None\n"
         "from lgfa_deploy.cli import main\n"
         "b, texts, out = sys.argv[1:4]\n"
-        "s = main(['stream', '--bundle', b, '--texts', texts, '--raw'])\n"
-        "a = main(['animate', '--bundle', b, '--text', 'The person is smiling.', '--out', out])\n"
+        "s = main(['stream', '--bundle', b, '--backend', 'onnxruntime', '--texts', texts, '--raw'])\n"
+        "a = main(['animate', '--bundle', b, '--backend', 'onnxruntime', '--text', 'The person is smiling.', '--out', out])\n"
         "t = main(['animate', '--bundle', b, '--backend', 'torch', '--text', 'x', '--out', out + '.2.mp4'])\n"
         "sys.stdout.flush()\n"
         "sys.stderr.write(json.dumps([a, s, t, sorted(m for m, v in sys.modules.items() if v and m.startswith(('torch', 'training')))]))\n"
@@ -429,7 +429,7 @@ def test_missing_tampered_and_truncated_bundles(broken_copy, tmp_path: Path, cap
     from lgfa_deploy.bundle import file_entry
 
     out = tmp_path / "clip.mp4"
-    animate = ["animate", "--text", TEXT, "--out", str(out), "--bundle"]
+    animate = ["animate", "--backend", "onnxruntime", "--text", TEXT, "--out", str(out), "--bundle"]
     fails(capsys, [*animate, str(tmp_path / "nowhere")], "bundle .*nowhere does not exist")
     tampered = broken_copy("tampered")
     data = bytearray((tampered / "synthesis.onnx").read_bytes())

@@ -104,7 +104,8 @@ def test_an_existing_folder_is_refused(tiny_bundle, tmp_path, capsys) -> None:
 
 
 def test_tritonserver_serves_the_cpu_repository(tiny_bundle, tmp_path) -> None:
-    """The real tritonserver binary: frames equal lgfa animate's, two streams at once through BLS."""
+    """The real tritonserver binary: frames equal lgfa animate's on onnxruntime (the cpu flavour's runtime), two
+    streams at once through BLS."""
     from tritonclient import grpc
 
     repo = tmp_path / "repo"
@@ -113,7 +114,8 @@ def test_tritonserver_serves_the_cpu_repository(tiny_bundle, tmp_path) -> None:
     expected = {}
     for seed in (3, 4):
         frames_dir = tmp_path / f"animate{seed}"
-        assert main(["animate", "--bundle", str(tiny_bundle), "--text", TEXT, "--seed", str(seed), "--out", str(frames_dir)]) == 0
+        assert main(["animate", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--text", TEXT, "--seed", str(seed),
+                     "--out", str(frames_dir)]) == 0
         expected[seed] = np.stack([cv2.imread(str(p)) for p in sorted(frames_dir.glob("*.png"))])
     work = tmp_path / "triton"
     work.mkdir()
