@@ -108,7 +108,8 @@ def test_domain_faces_draw_the_given_parameters(default_animator, tiny_bundle: P
 
 
 NOT_YET = pytest.mark.xfail(strict=True, reason="issue 15 is open: the shipped animation model does not yet move the face "
-                            "far enough toward this sentence's target (docs/faces-64/eval.md); this turns into a failure when it does")
+                            "far enough toward this sentence's target (docs/faces-64/eval.md); "
+                            "this turns into a failure when it does")
 
 
 @pytest.mark.parametrize(

@@ -187,20 +187,6 @@ def test_clip_negatives_lie_away_from_every_prompts_way_to_its_target() -> None:
     assert expression.std(axis=0).min() > 0.2  # spread over the whole range
 
 
-class FixedFeatures(torch.nn.Module):
-    """A stand-in CLIP whose features are its inputs, at logit scale 1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logit_scale = torch.nn.Parameter(torch.zeros(()))
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return images
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens
-
-
 def test_closeness_to_a_target_by_hand() -> None:
     neutral = np.array([0.5, 0.5])
     target = np.array([[1.0, 0.5]])  # the neutral face lies 0.5 from it
