@@ -202,7 +202,9 @@ def train_clip(
     clip = create_clip(CLIP_NAME)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.01)
     options = {"trainer": "clip", "clip": CLIP_NAME, "seed": seed, "batch": batch, "lr": lr, "size": size,
-               "intensity": list(INTENSITY), "negatives": batch, "negative_margin": NEGATIVE_MARGIN, "captions": captions}  # fmt: skip
+               "intensity": list(INTENSITY), "negatives": batch, "captions": captions}  # fmt: skip
+    if captions == "graded":  # only graded captions draw their other faces away from every way
+        options["negative_margin"] = NEGATIVE_MARGIN
     run = Run(out, options, {"clip": clip}, optimizer)
     names = list(COVERED)
     clip.train()

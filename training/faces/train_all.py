@@ -82,8 +82,8 @@ CLIP_CAPTIONS = "closeness"
 close to its own sentence only) gave the animation a mean progress of 0.14, 11 of 14 prompts the right
 way; closeness captions 0.26 and 13 of 14 (64 seeds each, the same generator and recipe otherwise)."""
 
-ANIMATION_WEIGHTS = ("--lambda-path", "3000")
-"""``lgfa train`` loss weights that differ from the paper's. Its second-order path regulariser at 1.0
+ANIMATION_WEIGHTS = {"lambda_path": 3000.0}
+"""``lgfa train`` loss weights (``TrainConfig`` names) that differ from the paper's. Its second-order path regulariser at 1.0
 (made for 18 x 512 W+ at 1024 px) weighs nothing at this size (about 3e-6 against a contrastive term
 of 1): with the contrastive loss on the last frame only, the motion stood still for 7 frames and then
 rushed (largest step 5-11 times the median); at 3000 it runs evenly (2.2-3.8)."""
@@ -140,7 +140,8 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False, s
         lgfa(["train", "--preset", PRESET, "--checkpoint", str(base), "--loss-clip", str(out / "clip" / "clip.safetensors"),
               "--latents", str(latents), "--texts", str(prompts), "--batch", str(budget.animation_batch),
               "--contrastive-group", group, "--steps", str(budget.animation), "--seed", str(seed),
-              "--frames", str(preset.frames), "--decay", "linear", *ANIMATION_WEIGHTS,
+              "--frames", str(preset.frames), "--decay", "linear",
+              *(arg for name, value in ANIMATION_WEIGHTS.items() for arg in (f"--{name.replace('_', '-')}", str(value))),
               "--out", str(animation)])  # fmt: skip
     bundle = out / "bundle"
     lgfa(["export", "--checkpoint", str(animation / "checkpoints" / "last.safetensors"), "--no-photo", "--out", str(bundle), "--force"])
