@@ -11,7 +11,8 @@ change the learning rate, the regions' weight and the weight of :func:`expressio
 by step: on this machine the trial's recipe learned identity and head tilt but its expressions
 stalled near chance (reader error 0.18 after 6,500 steps, the mapping having squashed them); the
 regions at 1 + 20 and then w's first 8 values tied to the expression parameters brought the error
-to 0.064 at 14,500 steps (mouth curve 0.11 and width 0.13 still above the gate).
+to 0.059 at 14,500 steps (mouth width 0.13 still above the gate; mouth curve 0.079 within it since the
+renderer draws lips 1.8-2.8 px thick: on 1.1 px lips it stayed at 0.11).
 
 The mapping layers train with learning-rate multiplier 1: the Generator stores them with the
 preset's multiplier ``lr_mlp`` (0.01, rosinality's), so their Adam group takes lr / lr_mlp, which

@@ -43,6 +43,12 @@ _EYE_Y, _EYE_RX, _EYE_RY = 0.50, 0.05, 0.045
 _IRIS_R, _PUPIL_R = 0.022, 0.010
 _BROW_HALF, _BROW_THICK = 0.045, 0.016
 _MOUTH_Y = 0.71
+# The mouth at 64 px: 8-14 px wide, lips 1.8-2.8 px thick (1.1 px thin ones drew faint and blurred
+# out of the regression generator), corners up or down by up to 2.9 px, open up to 6.4 px.
+_MOUTH_HALF_WIDTH = (0.06, 0.05)  # at width 0, and added at width 1
+_MOUTH_CURVE = 0.09  # corner lift from mouth_curve 0 to 1
+_MOUTH_OPENING = 0.10
+_LIP_THICK = (0.028, 0.016)  # at width 1, and added at width 0
 _FRINGE_Y = 0.30
 _MARGIN = 0.012  # mask margin around a feature's extreme extent
 
@@ -152,9 +158,9 @@ def _draw_eyes(canvas: _Canvas, p: np.ndarray) -> None:
 
 def _mouth_curves(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Upper and lower lip lines, left to right."""
-    half_width = 0.045 + 0.045 * float(p[INDEX["mouth_width"]])
-    curve = 0.07 * (float(p[INDEX["mouth_curve"]]) - 0.5)  # corners up by this much
-    opening = 0.085 * float(p[INDEX["mouth_open"]])
+    half_width = _MOUTH_HALF_WIDTH[0] + _MOUTH_HALF_WIDTH[1] * float(p[INDEX["mouth_width"]])
+    curve = _MOUTH_CURVE * (float(p[INDEX["mouth_curve"]]) - 0.5)  # corners up by this much
+    opening = _MOUTH_OPENING * float(p[INDEX["mouth_open"]])
     u = np.linspace(-1.0, 1.0, 25)
     x = 0.5 + half_width * u
     upper = _MOUTH_Y - curve * u**2 - 0.25 * opening * (1 - u**2)
@@ -165,7 +171,7 @@ def _mouth_curves(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _draw_mouth(canvas: _Canvas, p: np.ndarray) -> None:
     upper, lower = _mouth_curves(p)
     lip = _palette(_LIP, p[INDEX["lip_color"]])
-    thickness = 0.012 + 0.012 * (1.0 - float(p[INDEX["mouth_width"]]))
+    thickness = _LIP_THICK[0] + _LIP_THICK[1] * (1.0 - float(p[INDEX["mouth_width"]]))
     if float(p[INDEX["mouth_open"]]) > 0.01:
         canvas.fill(np.concatenate([upper, lower[::-1]]), _MOUTH_INSIDE)
     canvas.line(upper, lip, thickness)
@@ -180,8 +186,10 @@ def _draw_masks(canvases: list[_Canvas], p: np.ndarray) -> None:
         y_low = _EYE_Y - 0.085 + 0.02 + _BROW_THICK / 2 + _MARGIN
         y_high = _EYE_Y - 0.135 - 0.02 - 0.006 - _BROW_THICK / 2 - _MARGIN
         brows.fill(_rect(center[0] - _BROW_HALF - _MARGIN, y_high, center[0] + _BROW_HALF + _MARGIN, y_low), (255,))
-    mouth.fill(_rect(0.5 - 0.09 - 0.024 - _MARGIN, _MOUTH_Y - 0.035 - 0.0213 - 0.024 - _MARGIN,
-                     0.5 + 0.09 + 0.024 + _MARGIN, _MOUTH_Y + 0.064 + 0.035 + 0.024 + _MARGIN), (255,))  # fmt: skip
+    half_width, lip = sum(_MOUTH_HALF_WIDTH), sum(_LIP_THICK)
+    corner = _MOUTH_CURVE / 2
+    mouth.fill(_rect(0.5 - half_width - lip - _MARGIN, _MOUTH_Y - corner - 0.25 * _MOUTH_OPENING - lip - _MARGIN,
+                     0.5 + half_width + lip + _MARGIN, _MOUTH_Y + corner + 0.75 * _MOUTH_OPENING + lip + _MARGIN), (255,))  # fmt: skip
     rx = _head_rx(p)
     length = 0.05 + 0.33 * float(p[INDEX["hair_length"]])
     head.fill(_ellipse(_HEAD_CENTER - [0, 0.02], rx + 0.04 + _MARGIN, _HEAD_RY + 0.025 + _MARGIN), (255,))

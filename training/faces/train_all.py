@@ -60,11 +60,12 @@ class Budget:
 
 
 BUDGETS = {
-    # About two hours on an idle 2-core machine. The generator's schedule is the one the shipped model
-    # saw: Adam at 3e-3 with the regions weighing 1 + 4 (issue 15's trial) until its expressions stalled
-    # at 6,500 steps (reader error 0.18, PSNR 29 dB; the mapping had squashed them: |dw| 0.15 for the
-    # whole mouth-curve range against 2.1 for skin), the regions at 1 + 20 (0.16 at 7,000), then w's first
-    # 8 values tied to the expression parameters (expression_code_loss) and a linear decay.
+    # About 65 minutes on an idle 2-core machine (2026-12-01; the generator 42 min at 5.8 steps/s). The
+    # generator's schedule is the one the shipped model saw: Adam at 3e-3 with the regions weighing 1 + 4
+    # (issue 15's trial) until its expressions stalled at 6,500 steps (reader error 0.18, PSNR 29 dB; the
+    # mapping had squashed them: |dw| 0.15 for the whole mouth-curve range against 2.1 for skin), the regions
+    # at 1 + 20 (0.16 at 7,000), then w's first 8 values tied to the expression parameters
+    # (expression_code_loss) and a linear decay.
     "full": Budget(reader=6000,
                    generator=(Phase(5000, 3e-3, 3e-3), Phase(6500, 3e-3, 2e-3), Phase(7500, 2e-3, 2e-3, 20.0),
                               Phase(10000, 2e-3, 2e-3, 20.0, 1.0), Phase(11500, 2e-3, 1e-3, 20.0, 1.0),
@@ -80,13 +81,13 @@ BUDGETS = {
 CLIP_CAPTIONS = "closeness"
 """How the CLIP's training faces are captioned (``clip_renders.CAPTIONS``). Graded captions (each face
 close to its own sentence only) gave the animation a mean progress of 0.14, 11 of 14 prompts the right
-way; closeness captions 0.26 and 13 of 14 (64 seeds each, the same generator and recipe otherwise)."""
+way; closeness captions 0.26 and 13 of 14 (64 seeds each, the same thin-mouthed generator and recipe otherwise)."""
 
 ANIMATION_WEIGHTS = {"lambda_path": 3000.0}
 """``lgfa train`` loss weights (``TrainConfig`` names) that differ from the paper's. Its second-order path regulariser at 1.0
 (made for 18 x 512 W+ at 1024 px) weighs nothing at this size (about 3e-6 against a contrastive term
 of 1): with the contrastive loss on the last frame only, the motion stood still for 7 frames and then
-rushed (largest step 5-11 times the median); at 3000 it runs evenly (2.2-3.8)."""
+rushed (largest step 5-11 times the median); at 3000 it runs evenly (2.2-3.8 on the thin-mouthed generator)."""
 
 
 def write_neutral_latents(path: Path, generator, n: int, seed: int) -> None:
