@@ -188,8 +188,9 @@ def _draw_masks(canvases: list[_Canvas], p: np.ndarray) -> None:
         brows.fill(_rect(center[0] - _BROW_HALF - _MARGIN, y_high, center[0] + _BROW_HALF + _MARGIN, y_low), (255,))
     half_width, lip = sum(_MOUTH_HALF_WIDTH), sum(_LIP_THICK)
     corner = _MOUTH_CURVE / 2
-    mouth.fill(_rect(0.5 - half_width - lip - _MARGIN, _MOUTH_Y - corner - 0.25 * _MOUTH_OPENING - lip - _MARGIN,
-                     0.5 + half_width + lip + _MARGIN, _MOUTH_Y + corner + 0.75 * _MOUTH_OPENING + lip + _MARGIN), (255,))  # fmt: skip
+    top = _MOUTH_Y - corner - 0.25 * _MOUTH_OPENING - lip - _MARGIN
+    bottom = _MOUTH_Y + corner + 0.75 * _MOUTH_OPENING + lip + _MARGIN
+    mouth.fill(_rect(0.5 - half_width - lip - _MARGIN, top, 0.5 + half_width + lip + _MARGIN, bottom), (255,))
     rx = _head_rx(p)
     length = 0.05 + 0.33 * float(p[INDEX["hair_length"]])
     head.fill(_ellipse(_HEAD_CENTER - [0, 0.02], rx + 0.04 + _MARGIN, _HEAD_RY + 0.025 + _MARGIN), (255,))

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--out", required=True, help="run folder (run the same command again to resume)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every weight and every data draw")
-    parser.add_argument("--budget", choices=list(BUDGETS), default="full", help="steps per stage: full (about 65 min on an idle 2-core CPU) or smoke")
+    parser.add_argument("--budget", choices=list(BUDGETS), default="full",
+                        help="steps per stage: full (about 65 min on an idle 2-core CPU) or smoke")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--ignore-gate", action="store_true", help="train the animation model even if the gate fails")
     parser.add_argument("--ship", action="store_true", help="put the bundle into the package as the embedded default")
