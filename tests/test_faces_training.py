@@ -76,7 +76,8 @@ def test_reader_recovers_expressions_of_renders(tmp_path: Path, small_set: FaceS
     torch.manual_seed(0)
     train = FaceSet(small_set.parameters[:1000], small_set.faces[:1000], small_set.weights[:1000])
     held = FaceSet(small_set.parameters[1000:], small_set.faces[1000:], small_set.weights[1000:])
-    reader, _ = train_reader(str(tmp_path / "reader"), steps=300, size=SIZE, batch=32, lr=2e-3, width=16, face_set=train, held_out=held)
+    reader, _ = train_reader(str(tmp_path / "reader"), steps=500, size=SIZE, batch=32, lr=2e-3, width=16,
+                             face_set=train, held_out=held)
     error = mean_absolute_error(read_parameters(reader, faces_to_tensor(held.faces)), torch.from_numpy(held.parameters))
     know_nothing = 0.25
     assert error["expression"] < know_nothing / 2, error
