@@ -331,6 +331,8 @@ def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> 
     saved = json.loads((out / "animation" / "train.json").read_text())["options"]
     assert saved["latents"] == str(out / "neutral_latents.pt") and saved["images"] is None  # latent mode
     assert saved["lambda_path"] == ANIMATION_WEIGHTS["lambda_path"] != 1.0  # the paper's weight is 1.0
+    contrastive = (saved["tau"], saved["lambda_contrastive"])
+    assert contrastive == (ANIMATION_WEIGHTS["tau"], ANIMATION_WEIGHTS["lambda_contrastive"]) != (0.07, 0.5)  # the paper's
     assert json.loads((out / "clip" / "options.json").read_text())["captions"] == CLIP_CAPTIONS == "closeness"
     report = json.loads((out / "eval" / "eval.json").read_text())
     assert {s["prompt"] for s in report["synthetic"]} == set(COVERED) and report["seeds"] == 2
