@@ -45,7 +45,7 @@ from training.faces.generator_regression import (
 from training.faces.parameters import EXPRESSION, NAMES, NEUTRAL, parameters_to_z
 from training.faces.prompts import COVERED
 from training.faces.reader import ParameterReader, faces_to_tensor, mean_absolute_error, read_parameters, train_reader
-from training.faces.train_all import ANIMATION_WEIGHTS, CLIP_CAPTIONS
+from training.faces.train_all import ANIMATION_OPTIONS, CLIP_CAPTIONS
 from training.faces.train_all import main as train_all_main
 from training.presets import get_preset
 from training.stylegan2 import Generator, generator_from_preset
@@ -330,9 +330,9 @@ def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> 
     assert bundle.manifest["model"]["preset"] == PRESET and PARAMETER_READER in bundle.graph_names
     saved = json.loads((out / "animation" / "train.json").read_text())["options"]
     assert saved["latents"] == str(out / "neutral_latents.pt") and saved["images"] is None  # latent mode
-    assert saved["lambda_path"] == ANIMATION_WEIGHTS["lambda_path"] != 1.0  # the paper's weight is 1.0
+    assert saved["lambda_path"] == ANIMATION_OPTIONS["lambda_path"] != 1.0  # the paper's weight is 1.0
     contrastive = (saved["tau"], saved["lambda_contrastive"])
-    assert contrastive == (ANIMATION_WEIGHTS["tau"], ANIMATION_WEIGHTS["lambda_contrastive"]) != (0.07, 0.5)  # the paper's
+    assert contrastive == (ANIMATION_OPTIONS["tau"], ANIMATION_OPTIONS["lambda_contrastive"]) != (0.07, 0.5)  # the paper's
     assert json.loads((out / "clip" / "options.json").read_text())["captions"] == CLIP_CAPTIONS == "closeness"
     report = json.loads((out / "eval" / "eval.json").read_text())
     assert {s["prompt"] for s in report["synthetic"]} == set(COVERED) and report["seeds"] == 2

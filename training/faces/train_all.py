@@ -14,7 +14,7 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
    come from neutral parameters rather than mapping(z ~ N(0, I))), with the covered sentences only,
    every one of them in each contrastive group (batch 14), on the inference schedule (16 frames,
    linear decay: the preset's ``motion_norm_eps`` makes the offset's size follow m_t's), with the
-   path regulariser weighted for this size and a softer contrastive loss (``ANIMATION_WEIGHTS``);
+   path regulariser weighted for this size and a softer contrastive loss (``ANIMATION_OPTIONS``);
 6. ``bundle/``: ``lgfa export`` of the last animation checkpoint plus the reader graph, and
    ``eval/``: ``lgfa eval --ceiling`` on it (the clips, and the generator's own paths to the
    targets); with ``--ship`` the bundle (graphs only) becomes the package's embedded default
@@ -83,7 +83,7 @@ CLIP_CAPTIONS = "closeness"
 close to its own sentence only) gave the animation a mean progress of 0.14, 11 of 14 prompts the right
 way; closeness captions 0.26 and 13 of 14 (64 seeds each, the same thin-mouthed generator and recipe otherwise)."""
 
-ANIMATION_WEIGHTS = {"lambda_path": 3000.0, "tau": 0.2, "lambda_contrastive": 1.4}
+ANIMATION_OPTIONS = {"lambda_path": 3000.0, "tau": 0.2, "lambda_contrastive": 1.4}
 """``lgfa train`` options (``TrainConfig`` names) that differ from the paper's. Its second-order path
 regulariser at 1.0 (made for 18 x 512 W+ at 1024 px) weighs nothing at this size (about 3e-6 against a
 contrastive term of 1): with the contrastive loss on the last frame only, the motion stood still for 7
@@ -147,7 +147,7 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False, s
               "--latents", str(latents), "--texts", str(prompts), "--batch", str(budget.animation_batch),
               "--contrastive-group", group, "--steps", str(budget.animation), "--seed", str(seed),
               "--frames", str(preset.frames), "--decay", "linear",
-              *(arg for name, value in ANIMATION_WEIGHTS.items() for arg in (f"--{name.replace('_', '-')}", str(value))),
+              *(arg for name, value in ANIMATION_OPTIONS.items() for arg in (f"--{name.replace('_', '-')}", str(value))),
               "--out", str(animation)])  # fmt: skip
     bundle = out / "bundle"
     lgfa(["export", "--checkpoint", str(animation / "checkpoints" / "last.safetensors"), "--no-photo", "--out", str(bundle), "--force"])
