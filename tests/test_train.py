@@ -207,6 +207,23 @@ def test_latent_mode_trains_on_the_given_contents(tmp_path, capsys, caplog) -> N
     assert "row 0" in err and "[8, 64]" in err and err.count("\n") == 1
 
 
+def test_colour_term_enters_the_loss_only_when_weighted(tmp_path, capsys) -> None:
+    """``--lambda-colour`` (off by default, as in the paper) logs the term and weighs it into the loss."""
+    assert lgfa_train("--steps", "2", "--sample-every", "0", "--out", str(tmp_path / "off")) == 0
+    assert all("colour" not in r for r in metrics(tmp_path / "off"))
+    assert lgfa_train("--steps", "2", "--sample-every", "0", "--lambda-colour", "1000", "--out", str(tmp_path / "on")) == 0
+    weights = {"contrastive": 0.5, "path": 1.0, "latent": 1.0, "endpoints": 1.0, "colour": 1000.0}
+    for r in metrics(tmp_path / "on"):
+        assert set(r) == {"step", "loss", "lr", "seconds", *weights}
+        assert r["colour"] > 0
+        assert r["loss"] == pytest.approx(sum(w * r[k] for k, w in weights.items()), rel=1e-5)
+    assert json.loads((tmp_path / "on" / "train.json").read_text())["options"]["lambda_colour"] == 1000.0
+    capsys.readouterr()
+    assert lgfa_train("--steps", "1", "--lambda-colour", "-1", "--out", str(tmp_path / "bad")) == 2
+    err = capsys.readouterr().err
+    assert "--lambda-colour must be a finite number of 0 or more" in err and err.count("\n") == 1
+
+
 def test_training_decay_is_recorded_and_drives_the_recurrence(tmp_path) -> None:
     """``--decay linear`` trains on the inference schedule: same seed and data, another path of offsets."""
     latent = {}

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from training.data import DataError, ImageDataset, sample_image_ids, sample_text_ids
 from training.errors import CheckpointError
 from training.losses import (
+    colour_statistics_loss,
     contrastive_loss,
     endpoint_regularizer,
     latent_regularizer,
@@ -69,6 +70,23 @@ def test_regularisers_match_hand_computation() -> None:
     assert endpoint_regularizer(o).item() == pytest.approx(endpoints, rel=1e-12)
     with pytest.raises(ValueError, match="at least 3 frames"):
         path_regularizer(o[:, :2])
+
+
+def test_colour_statistics_loss_holds_colours_and_frees_shapes() -> None:
+    rng = np.random.default_rng(2)
+    reference = rng.uniform(-1, 1, (2, 3, 8, 8))
+    images = rng.uniform(-1, 1, (2, 3, 8, 8))
+    pixels_a, pixels_b = images.reshape(2, 3, -1), reference.reshape(2, 3, -1)
+    by_hand = np.mean((pixels_a.mean(-1) - pixels_b.mean(-1)) ** 2) + np.mean((pixels_a.std(-1) - pixels_b.std(-1)) ** 2)
+    ref = torch.from_numpy(reference)
+    assert colour_statistics_loss(torch.from_numpy(images), ref).item() == pytest.approx(by_hand, rel=1e-5)
+    shuffled = reference.reshape(2, 3, -1)[:, :, rng.permutation(64)].reshape(2, 3, 8, 8)  # same colours, other shapes
+    assert colour_statistics_loss(torch.from_numpy(shuffled), ref).item() == pytest.approx(0.0, abs=1e-10)
+    tinted = reference.copy()
+    tinted[:, 0] += 0.1  # the red channel of both images brighter by 0.1: its mean moves, its spread does not
+    assert colour_statistics_loss(torch.from_numpy(tinted), ref).item() == pytest.approx(0.01 / 3, rel=1e-4)
+    with pytest.raises(ValueError, match="differ in shape"):
+        colour_statistics_loss(ref[:, :, :4], ref)
 
 
 def test_resize_pools_down_and_interpolates_up() -> None:

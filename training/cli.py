@@ -53,6 +53,7 @@ class TrainConfig:
     lambda_path: float = 1.0
     lambda_latent: float = 1.0
     lambda_endpoints: float = 1.0
+    lambda_colour: float = 0.0
     tau: float = 0.07
     contrastive_group: int | None = None
     lpips_size: int | None = None
@@ -153,6 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             ("--lambda-path", float, "second-order latent path regulariser"),
             ("--lambda-latent", float, "latent regulariser (every frame vs the content)"),
             ("--lambda-endpoints", float, "first/last-frame regulariser"),
+            ("--lambda-colour", float, "colour statistics of frame T-1 vs the content's render (not the paper's; 0: off)"),
             ("--tau", float, "temperature of the contrastive loss"),
             ("--h0-std", float, "std of the recurrent state h_0 in training"),
         ],
@@ -231,7 +233,7 @@ def check_config(config: TrainConfig) -> None:
         if getattr(config, name) < minimum:
             raise OptionError(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(config, name)}")
     for name in ("lr_encoder", "lr_motion", "lr_mapper", "lambda_lpips", "lambda_contrastive", "lambda_path",
-                 "lambda_latent", "lambda_endpoints", "h0_std", "tau"):  # fmt: skip
+                 "lambda_latent", "lambda_endpoints", "lambda_colour", "h0_std", "tau"):  # fmt: skip
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0:
             raise OptionError(f"--{name.replace('_', '-')} must be a finite number of 0 or more, got {value}")

@@ -57,6 +57,18 @@ def endpoint_regularizer(offsets: Tensor) -> Tensor:
     return F.mse_loss(offsets[:, 0], offsets[:, -1])
 
 
+def colour_statistics_loss(images: Tensor, reference: Tensor) -> Tensor:
+    """``mse`` of each image's per-channel mean and standard deviation over its pixels against the
+    reference's: holds a face's colours (skin, hair, background) and leaves its shapes free.
+
+    Not one of the paper's terms: in latent mode there is no input photo for its LPIPS, and this is
+    the substitute the synthetic face domain measured (the reference is the content's own render)."""
+    if images.shape != reference.shape:
+        raise ValueError(f"images {list(images.shape)} and reference {list(reference.shape)} differ in shape")
+    flat, ref = images.float().flatten(2), reference.float().flatten(2)
+    return F.mse_loss(flat.mean(-1), ref.mean(-1)) + F.mse_loss(flat.std(-1, correction=0), ref.std(-1, correction=0))
+
+
 def resize_images(images: Tensor, size: int) -> Tensor:
     """Square images to ``size`` px: average pooling to shrink (the paper's 1024 -> 224), bilinear to enlarge."""
     height, width = images.shape[-2:]

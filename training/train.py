@@ -64,6 +64,7 @@ from training.data import (
 from training.errors import CheckpointError, DataError, OptionError
 from training.losses import (
     clip_normalize,
+    colour_statistics_loss,
     contrastive_loss,
     endpoint_regularizer,
     latent_regularizer,
@@ -386,6 +387,7 @@ class Trainer:
             "path": config.lambda_path,
             "latent": config.lambda_latent,
             "endpoints": config.lambda_endpoints,
+            "colour": config.lambda_colour,
         }
         self.terms = [name for name, weight in self.weights.items() if weight > 0]
         if not self.terms:
@@ -477,6 +479,10 @@ class Trainer:
             terms["latent"] = latent_regularizer(latents, batch["content"])
         if "endpoints" in self.terms:
             terms["endpoints"] = endpoint_regularizer(offsets)
+        if "colour" in self.terms:
+            with torch.no_grad():
+                start = self.generator.synthesis(batch["content"])
+            terms["colour"] = colour_statistics_loss(last, start)
         return {name: value.float() for name, value in terms.items()}
 
     def train_step(self, step: int) -> dict[str, float]:
