@@ -333,6 +333,7 @@ def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> 
     assert saved["lambda_path"] == ANIMATION_OPTIONS["lambda_path"] != 1.0  # the paper's weight is 1.0
     contrastive = (saved["tau"], saved["lambda_contrastive"])
     assert contrastive == (ANIMATION_OPTIONS["tau"], ANIMATION_OPTIONS["lambda_contrastive"]) != (0.07, 0.5)  # the paper's
+    assert saved["lambda_colour"] == ANIMATION_OPTIONS["lambda_colour"] > 0  # not one of the paper's terms
     assert json.loads((out / "clip" / "options.json").read_text())["captions"] == CLIP_CAPTIONS == "closeness"
     report = json.loads((out / "eval" / "eval.json").read_text())
     assert {s["prompt"] for s in report["synthetic"]} == set(COVERED) and report["seeds"] == 2
