@@ -200,6 +200,12 @@ def test_latent_mode_trains_on_the_given_contents(tmp_path, capsys, caplog) -> N
         contrastive.append(record["contrastive"])
     assert contrastive[0] != pytest.approx(contrastive[1], rel=1e-3)
     assert "latent mode: no image, 6 contents" in caplog.text
+    # the colour term's references: each content's render, kept once drawn (3 steps of 4 revisit contents)
+    args = ["--latents", str(tmp_path / "large.pt"), "--texts", str(texts), "--steps", "3", "--batch", "4"]
+    assert lgfa_train(*args, "--lambda-colour", "100", "--sample-every", "0", "--out", str(tmp_path / "colour")) == 0
+    weights = {"contrastive": 0.5, "path": 1.0, "latent": 1.0, "endpoints": 1.0, "colour": 100.0}
+    for r in metrics(tmp_path / "colour"):
+        assert r["colour"] > 0 and r["loss"] == pytest.approx(sum(w * r[k] for k, w in weights.items()), rel=1e-5)
     torch.save(torch.zeros(3, 8, 32), tmp_path / "narrow.pt")
     capsys.readouterr()
     assert lgfa_train("--latents", str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "bad")) == 2

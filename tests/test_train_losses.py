@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from training.data import DataError, ImageDataset, sample_image_ids, sample_text_ids
 from training.errors import CheckpointError
 from training.losses import (
+    ColourReferences,
+    colour_statistics,
     colour_statistics_loss,
     contrastive_loss,
     endpoint_regularizer,
@@ -78,7 +80,9 @@ def test_colour_statistics_loss_holds_colours_and_frees_shapes() -> None:
     images = rng.uniform(-1, 1, (2, 3, 8, 8))
     pixels_a, pixels_b = images.reshape(2, 3, -1), reference.reshape(2, 3, -1)
     by_hand = np.mean((pixels_a.mean(-1) - pixels_b.mean(-1)) ** 2) + np.mean((pixels_a.std(-1) - pixels_b.std(-1)) ** 2)
-    ref = torch.from_numpy(reference)
+    ref = colour_statistics(torch.from_numpy(reference))
+    assert ref.shape == (2, 2, 3)
+    np.testing.assert_allclose(ref[:, 1].numpy(), pixels_b.std(-1), rtol=1e-6)  # numpy's std: the population's
     assert colour_statistics_loss(torch.from_numpy(images), ref).item() == pytest.approx(by_hand, rel=1e-5)
     shuffled = reference.reshape(2, 3, -1)[:, :, rng.permutation(64)].reshape(2, 3, 8, 8)  # same colours, other shapes
     assert colour_statistics_loss(torch.from_numpy(shuffled), ref).item() == pytest.approx(0.0, abs=1e-10)
@@ -86,7 +90,26 @@ def test_colour_statistics_loss_holds_colours_and_frees_shapes() -> None:
     tinted[:, 0] += 0.1  # the red channel of both images brighter by 0.1: its mean moves, its spread does not
     assert colour_statistics_loss(torch.from_numpy(tinted), ref).item() == pytest.approx(0.01 / 3, rel=1e-4)
     with pytest.raises(ValueError, match="differ in shape"):
-        colour_statistics_loss(ref[:, :, :4], ref)
+        colour_statistics_loss(torch.from_numpy(images), ref[:1])
+
+
+def test_colour_references_render_each_content_once() -> None:
+    """Latent mode's references: each content rendered the first time it is drawn, its statistics kept."""
+    rendered: list[int] = []
+
+    def image_of(contents: torch.Tensor) -> torch.Tensor:  # a stand-in generator: one image per content row
+        return contents[:, None].expand(-1, 3, -1, -1) * torch.tensor([1.0, -1.0, 0.5]).view(1, 3, 1, 1)
+
+    def render(contents: torch.Tensor) -> torch.Tensor:
+        rendered.extend(contents[:, 0, 0].long().tolist())
+        return image_of(contents)
+
+    contents = torch.rand(5, 4, 4)
+    contents[:, 0, 0] = torch.arange(5).float()  # each content names itself in its first value
+    references = ColourReferences(render, len(contents))
+    for ids in ([3, 1, 3], [1, 4], [0, 3, 4, 2], [2, 0]):
+        torch.testing.assert_close(references(ids, contents[ids]), colour_statistics(image_of(contents[ids])))
+    assert rendered == [3, 1, 3, 4, 0, 2]  # a new content once per row it fills; a known one never again
 
 
 def test_resize_pools_down_and_interpolates_up() -> None:

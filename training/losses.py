@@ -5,6 +5,8 @@ content latents are [B, L, S]; images are [B, 3, H, W] in [-1, 1].
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,16 +59,47 @@ def endpoint_regularizer(offsets: Tensor) -> Tensor:
     return F.mse_loss(offsets[:, 0], offsets[:, -1])
 
 
+def colour_statistics(images: Tensor) -> Tensor:
+    """Each image's per-channel mean and population standard deviation over its pixels: [B, 2, C]."""
+    flat = images.float().flatten(2)
+    return torch.stack([flat.mean(-1), flat.std(-1, correction=0)], dim=1)
+
+
 def colour_statistics_loss(images: Tensor, reference: Tensor) -> Tensor:
-    """``mse`` of each image's per-channel mean and standard deviation over its pixels against the
-    reference's: holds a face's colours (skin, hair, background) and leaves its shapes free.
+    """``mse`` of each image's per-channel mean and standard deviation against the reference's
+    (:func:`colour_statistics` [B, 2, C] of the reference images): holds a face's colours (skin,
+    hair, background) and leaves its shapes free.
 
     Not one of the paper's terms: in latent mode there is no input photo for its LPIPS, and this is
     the substitute the synthetic face domain measured (the reference is the content's own render)."""
-    if images.shape != reference.shape:
-        raise ValueError(f"images {list(images.shape)} and reference {list(reference.shape)} differ in shape")
-    flat, ref = images.float().flatten(2), reference.float().flatten(2)
-    return F.mse_loss(flat.mean(-1), ref.mean(-1)) + F.mse_loss(flat.std(-1, correction=0), ref.std(-1, correction=0))
+    statistics = colour_statistics(images)
+    if statistics.shape != reference.shape:
+        raise ValueError(f"colour statistics {list(statistics.shape)} and reference {list(reference.shape)} differ in shape")
+    reference = reference.float()
+    return F.mse_loss(statistics[:, 0], reference[:, 0]) + F.mse_loss(statistics[:, 1], reference[:, 1])
+
+
+class ColourReferences:
+    """:func:`colour_statistics` of each of N fixed contents' renders, rendered the first time a content
+    is drawn (latent mode's contents are a fixed file: each is rendered once, not once per step)."""
+
+    def __init__(self, render: Callable[[Tensor], Tensor], n_contents: int) -> None:
+        self.render = render
+        self.known = torch.zeros(n_contents, dtype=torch.bool)
+        self.statistics: Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, ids: Sequence[int], contents: Tensor) -> Tensor:
+        """Statistics [B, 2, C] of the contents [B, ...] whose indices are ``ids``."""
+        index = torch.as_tensor(list(ids), dtype=torch.long)
+        missing = [row for row, i in enumerate(index.tolist()) if not self.known[i]]
+        if missing:
+            fresh = colour_statistics(self.render(contents[missing]))
+            if self.statistics is None:
+                self.statistics = fresh.new_zeros((len(self.known), *fresh.shape[1:]))
+            self.statistics[index[missing].to(self.statistics.device)] = fresh
+            self.known[index[missing]] = True
+        return self.statistics[index.to(self.statistics.device)]
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:

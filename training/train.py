@@ -63,7 +63,9 @@ from training.data import (
 )
 from training.errors import CheckpointError, DataError, OptionError
 from training.losses import (
+    ColourReferences,
     clip_normalize,
+    colour_statistics,
     colour_statistics_loss,
     contrastive_loss,
     endpoint_regularizer,
@@ -393,6 +395,11 @@ class Trainer:
         if not self.terms:
             raise OptionError("every loss weight is zero: nothing to train")
         self.text_features = self.encode_loss_texts() if "contrastive" in self.terms else None
+        self.colour_references = (
+            ColourReferences(self.generator.synthesis, len(self.contents))
+            if "colour" in self.terms and self.contents is not None
+            else None
+        )
 
         groups = select_trained(self.model, self.image_mode)
         rates = {"encoder": config.lr_encoder, "motion": config.lr_motion, "mapper": config.lr_mapper}
@@ -442,7 +449,8 @@ class Trainer:
             batch["images"] = clip_normalize(torch.stack([p[0] for p in pairs])).to(self.device)
             batch["targets"] = torch.stack([p[1] for p in pairs]).to(self.device)
         elif self.contents is not None:
-            batch["content"] = self.contents[sample_image_ids(config.seed, step, len(self.contents), total)[rows]]
+            batch["content_ids"] = sample_image_ids(config.seed, step, len(self.contents), total)[rows]
+            batch["content"] = self.contents[batch["content_ids"]]
         else:
             z = sample_content_z(config.seed, step, total, self.preset.style_dim)[rows].to(self.device)
             with torch.no_grad():
@@ -480,9 +488,12 @@ class Trainer:
         if "endpoints" in self.terms:
             terms["endpoints"] = endpoint_regularizer(offsets)
         if "colour" in self.terms:
-            with torch.no_grad():
-                start = self.generator.synthesis(batch["content"])
-            terms["colour"] = colour_statistics_loss(last, start)
+            if self.colour_references is not None:
+                reference = self.colour_references(batch["content_ids"], batch["content"])
+            else:
+                with torch.no_grad():
+                    reference = colour_statistics(self.generator.synthesis(batch["content"]))
+            terms["colour"] = colour_statistics_loss(last, reference)
         return {name: value.float() for name, value in terms.items()}
 
     def train_step(self, step: int) -> dict[str, float]:
