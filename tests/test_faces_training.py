@@ -40,6 +40,7 @@ from training.faces.generator_regression import (
     optimizer_for,
     phase_at,
     regression_loss,
+    teacher_loss,
     train_generator,
 )
 from training.faces.parameters import EXPRESSION, NAMES, NEUTRAL, parameters_to_z
@@ -321,6 +322,42 @@ def test_expression_code_ties_the_first_eight_w_values_to_twice_the_expression()
     assert expression_code_loss(w, parameters).item() == pytest.approx(1 / 16)
 
 
+def constant_reader(values: torch.Tensor) -> ParameterReader:
+    """A reader that reads ``values`` [16] (in 0-1) off every image: zero last layer, bias logit(values)."""
+    reader = ParameterReader(SIZE, 8)
+    with torch.no_grad():
+        reader.head[-1].weight.zero_()
+        reader.head[-1].bias.copy_(torch.logit(values))
+    return reader.eval()
+
+
+def test_teacher_loss_is_the_l1_of_the_expressions_read_and_ignores_identity() -> None:
+    parameters = torch.full((4, len(NAMES)), 0.5)
+    parameters[:, len(NAMES) - len(EXPRESSION) :] = torch.linspace(0.1, 0.8, 8)
+    images = torch.zeros(4, 3, SIZE, SIZE)
+    read = parameters[0].clone()
+    read[0] = 0.9  # an identity parameter read wrong costs nothing
+    assert teacher_loss(constant_reader(read), images, parameters, 0, 0).item() == pytest.approx(0.0, abs=1e-6)
+    read[-1] += 0.1  # one of 8 expression parameters read 0.1 off on every image
+    assert teacher_loss(constant_reader(read), images, parameters, 0, 0).item() == pytest.approx(0.1 / 8, rel=1e-4)
+
+
+def test_teacher_phases_move_the_generator_and_leave_the_teacher_frozen(tmp_path: Path, small_set: FaceSet) -> None:
+    faces = FaceSet(small_set.parameters[:8], small_set.faces[:8], small_set.weights[:8])
+    torch.manual_seed(3)
+    teacher = ParameterReader(SIZE, 8)
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    plain = train_generator(str(tmp_path / "plain"), steps=2, batch=4, n_faces=8, face_set=faces, phases=[Phase(2, 3e-3, 3e-3)])
+    taught = train_generator(str(tmp_path / "taught"), steps=2, batch=4, n_faces=8, face_set=faces,
+                             phases=[Phase(2, 3e-3, 3e-3, teacher=1.0)], teacher=teacher)  # fmt: skip
+    moved = [not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), taught.state_dict().values())]
+    assert any(moved)
+    assert all(torch.equal(v, frozen[k]) for k, v in teacher.state_dict().items())  # batch norm statistics too
+    with pytest.raises(OptionError, match="no teacher"):
+        train_generator(str(tmp_path / "none"), steps=2, batch=4, n_faces=8, face_set=faces,
+                        phases=[Phase(2, 3e-3, 3e-3, teacher=1.0)])
+
+
 @pytest.mark.slow
 def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     """The one command, on the smoke budget: every stage, export, reader, eval; run again, nothing is redone."""
@@ -335,6 +372,10 @@ def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> 
     assert contrastive == (ANIMATION_OPTIONS["tau"], ANIMATION_OPTIONS["lambda_contrastive"]) != (0.07, 0.5)  # the paper's
     assert saved["lambda_colour"] == ANIMATION_OPTIONS["lambda_colour"] > 0  # not one of the paper's terms
     assert json.loads((out / "clip" / "options.json").read_text())["captions"] == CLIP_CAPTIONS == "closeness"
+    phases = json.loads((out / "generator" / "options.json").read_text())["phases"]
+    assert phases[-1]["teacher"] > 0 and (out / "teacher" / "state.pt").is_file()  # a reader of its own, not the gate's
+    seeds = [json.loads((out / stage / "options.json").read_text())["seed"] for stage in ("reader", "teacher")]
+    assert seeds[0] != seeds[1]
     report = json.loads((out / "eval" / "eval.json").read_text())
     assert {s["prompt"] for s in report["synthetic"]} == set(COVERED) and report["seeds"] == 2
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
