@@ -54,6 +54,7 @@ PRESET = "faces-64"
 GATE_MAE = 0.08
 SCALE_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25)  # full, 1/2 and 1/4 resolution
 ADAM_EPS = 1e-8
+EXPRESSION_COLUMNS = slice(len(NAMES) - len(EXPRESSION), None)  # the expression parameters' columns of [B, 16]
 
 
 def synthesize(generator: Generator, w: Tensor) -> Tensor:
@@ -69,16 +70,15 @@ def generate(generator: Generator, z: Tensor) -> Tensor:
 def expression_code_loss(w: Tensor, parameters: Tensor) -> Tensor:
     """Mean squared distance of w's first 8 values from 2 x the expression parameters [B, 8] (0-2: the
     mapping's last leaky ReLU passes positive values unchanged but shrinks negative ones)."""
-    expression = parameters[:, len(NAMES) - len(EXPRESSION) :]
+    expression = parameters[:, EXPRESSION_COLUMNS]
     return F.mse_loss(w[:, : expression.shape[1]], 2 * expression)
 
 
 def teacher_loss(teacher: ParameterReader, images: Tensor, parameters: Tensor, seed: int, step: int) -> Tensor:
     """L1 distance of the expression parameters a frozen reader reads on the generated images (half of
     them blurred, as the reader trained) from the ones they were generated for [B, 16]."""
-    first = len(NAMES) - len(EXPRESSION)
     read = teacher(augment(images.clamp(-1, 1), seed, step))
-    return F.l1_loss(read[:, first:], parameters[:, first:])
+    return F.l1_loss(read[:, EXPRESSION_COLUMNS], parameters[:, EXPRESSION_COLUMNS])
 
 
 def regression_loss(images: Tensor, targets: Tensor, weights: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
 2. ``teacher/``: a second reader, from its own seed and renders, for the generator's loss only;
 3. ``generator/``: the StyleGAN2 by regression (:mod:`training.faces.generator_regression`), then
    the gate (``generator/gate.json``): the first reader's error on generated frames, at most 0.08 for
-   every expression parameter; a failed gate stops here unless ``--ignore-gate``;
+   every expression parameter (beside it, not gated, :mod:`training.faces.render_fit`'s reader-free
+   fit of the mouth); a failed gate stops here unless ``--ignore-gate``;
 4. ``clip/``: CLIP on renders and their sentences, captioned by closeness (``clip/clip.safetensors``);
 5. ``base.safetensors``: the project's checkpoint (generator + CLIP + random motion networks);
 6. ``animation/``: ``lgfa train`` in latent mode (the paper's no-image path) on ``neutral_latents.pt``,
