@@ -371,6 +371,8 @@ def test_train_all_smoke_budget_runs_every_stage_and_resumes(tmp_path: Path) -> 
     contrastive = (saved["tau"], saved["lambda_contrastive"])
     assert contrastive == (ANIMATION_OPTIONS["tau"], ANIMATION_OPTIONS["lambda_contrastive"]) != (0.07, 0.5)  # the paper's
     assert saved["lambda_colour"] == ANIMATION_OPTIONS["lambda_colour"] > 0  # not one of the paper's terms
+    assert saved["lambda_identity"] == ANIMATION_OPTIONS["lambda_identity"] > 0  # nor is this one
+    assert saved["identity_reader"] == str(out / "teacher" / "reader.safetensors")  # the teacher's, not eval's reader
     assert json.loads((out / "clip" / "options.json").read_text())["captions"] == CLIP_CAPTIONS == "closeness"
     phases = json.loads((out / "generator" / "options.json").read_text())["phases"]
     assert phases[-1]["teacher"] > 0 and (out / "teacher" / "state.pt").is_file()  # a reader of its own, not the gate's

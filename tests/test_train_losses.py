@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from training.data import DataError, ImageDataset, sample_image_ids, sample_text_ids
 from training.errors import CheckpointError
 from training.losses import (
-    ColourReferences,
+    ContentReferences,
     colour_statistics,
     colour_statistics_loss,
+    identity_loss,
     contrastive_loss,
     endpoint_regularizer,
     latent_regularizer,
@@ -93,6 +94,18 @@ def test_colour_statistics_loss_holds_colours_and_frees_shapes() -> None:
         colour_statistics_loss(torch.from_numpy(images), ref[:1])
 
 
+def test_identity_loss_by_hand_lets_changes_within_the_margin_pass() -> None:
+    reference = torch.full((2, 8), 0.5)
+    readings = reference.clone()
+    readings[0, 3] = 0.6  # one reading 0.1 off, another 0.02 off, of 16
+    readings[1, 7] = 0.48
+    assert identity_loss(readings, reference).item() == pytest.approx((0.1 + 0.02) / 16)
+    assert identity_loss(readings, reference, margin=0.03).item() == pytest.approx((0.1 - 0.03) / 16)
+    assert identity_loss(readings, reference, margin=0.2).item() == 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        identity_loss(readings, reference[:, :4])
+
+
 def test_colour_references_render_each_content_once() -> None:
     """Latent mode's references: each content rendered the first time it is drawn, its statistics kept."""
     rendered: list[int] = []
@@ -106,7 +119,7 @@ def test_colour_references_render_each_content_once() -> None:
 
     contents = torch.rand(5, 4, 4)
     contents[:, 0, 0] = torch.arange(5).float()  # each content names itself in its first value
-    references = ColourReferences(render, len(contents))
+    references = ContentReferences(colour_statistics, render, len(contents))
     for ids in ([3, 1, 3], [1, 4], [0, 3, 4, 2], [2, 0]):
         torch.testing.assert_close(references(ids, contents[ids]), colour_statistics(image_of(contents[ids])))
     assert rendered == [3, 1, 3, 4, 0, 2]  # a new content once per row it fills; a known one never again

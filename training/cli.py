@@ -54,6 +54,9 @@ class TrainConfig:
     lambda_latent: float = 1.0
     lambda_endpoints: float = 1.0
     lambda_colour: float = 0.0
+    identity_reader: str | None = None
+    lambda_identity: float = 0.0
+    identity_margin: float = 0.0
     tau: float = 0.07
     contrastive_group: int | None = None
     lpips_size: int | None = None
@@ -118,6 +121,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--clip", help="CLIP weights for the trained encoder (RN50 for the paper's presets)")
     weights.add_argument("--loss-clip", help="CLIP weights of the frozen loss model (ViT-B/32)")
     weights.add_argument(
+        "--identity-reader", metavar="FILE",
+        help="the synthetic face domain's parameter reader (a reader.safetensors of train_all's teacher/), "
+        "frozen: --lambda-identity holds its identity readings of frame T-1 to the content's",
+    )  # fmt: skip
+    weights.add_argument(
         "--lpips-weights", nargs="+", default=[], metavar="FILE",
         help="LPIPS heads (lpips alex.pth) and AlexNet backbone (torchvision state dict), one or two files",
     )  # fmt: skip
@@ -155,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             ("--lambda-latent", float, "latent regulariser (every frame vs the content)"),
             ("--lambda-endpoints", float, "first/last-frame regulariser"),
             ("--lambda-colour", float, "colour statistics of frame T-1 vs the content's render (not the paper's; 0: off)"),
+            ("--lambda-identity", float, "L1 of --identity-reader's identity readings of frame T-1 vs the content's "
+                                         "render (not the paper's; 0: off)"),
+            ("--identity-margin", float, "change of an identity reading (0-1 scale) that --lambda-identity lets pass free"),
             ("--tau", float, "temperature of the contrastive loss"),
             ("--h0-std", float, "std of the recurrent state h_0 in training"),
         ],
@@ -233,7 +244,7 @@ def check_config(config: TrainConfig) -> None:
         if getattr(config, name) < minimum:
             raise OptionError(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(config, name)}")
     for name in ("lr_encoder", "lr_motion", "lr_mapper", "lambda_lpips", "lambda_contrastive", "lambda_path",
-                 "lambda_latent", "lambda_endpoints", "lambda_colour", "h0_std", "tau"):  # fmt: skip
+                 "lambda_latent", "lambda_endpoints", "lambda_colour", "lambda_identity", "identity_margin", "h0_std", "tau"):  # fmt: skip
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0:
             raise OptionError(f"--{name.replace('_', '-')} must be a finite number of 0 or more, got {value}")
@@ -252,6 +263,8 @@ def check_config(config: TrainConfig) -> None:
         raise OptionError("image mode needs --latents FILE (one W+ per image of --images) as well as --images DIR")
     if config.preset is None and config.checkpoint is None:
         raise OptionError("give --preset NAME (or --checkpoint FILE, which names its preset)")
+    if (config.lambda_identity > 0) != (config.identity_reader is not None):
+        raise OptionError("--lambda-identity W (above 0) and --identity-reader FILE go together; give both or neither")
     _check_paths(config)
     files = {"--checkpoint": config.checkpoint, "--stylegan": config.stylegan, "--clip": config.clip,
              "--loss-clip": config.loss_clip, "--lpips-weights": config.lpips_weights}  # fmt: skip
@@ -283,6 +296,7 @@ def _check_paths(config: TrainConfig) -> None:
         raise OptionError(f"--out {out} is a file or a symbolic link; give a folder for the run")
     files = [("--checkpoint", config.checkpoint), ("--stylegan", config.stylegan), ("--clip", config.clip),
              ("--loss-clip", config.loss_clip), ("--latents", config.latents), ("--texts", config.texts),
+             ("--identity-reader", config.identity_reader),
              *(("--lpips-weights", path) for path in config.lpips_weights)]  # fmt: skip
     for option, path in files:
         if path is not None and not Path(path).is_file():

@@ -79,27 +79,40 @@ def colour_statistics_loss(images: Tensor, reference: Tensor) -> Tensor:
     return F.mse_loss(statistics[:, 0], reference[:, 0]) + F.mse_loss(statistics[:, 1], reference[:, 1])
 
 
-class ColourReferences:
-    """:func:`colour_statistics` of each of N fixed contents' renders, rendered the first time a content
-    is drawn (latent mode's contents are a fixed file: each is rendered once, not once per step)."""
+def identity_loss(readings: Tensor, reference: Tensor, margin: float = 0.0) -> Tensor:
+    """Mean of ``max(|readings - reference| - margin, 0)`` over a batch of identity readings [B, K]: L1
+    beyond a margin, so that the small shifts a reader shows as an expression changes cost nothing.
 
-    def __init__(self, render: Callable[[Tensor], Tensor], n_contents: int) -> None:
+    Not one of the paper's terms: the synthetic face domain's stand-in for an identity network's loss
+    (the readings are a frozen parameter reader's identity parameters of frame T-1 and of the content)."""
+    if readings.shape != reference.shape:
+        raise ValueError(f"identity readings {list(readings.shape)} and reference {list(reference.shape)} differ in shape")
+    return F.relu((readings.float() - reference.float()).abs() - margin).mean()
+
+
+class ContentReferences:
+    """A statistic (``colour_statistics``, a reader's identity readings) of each of N fixed contents'
+    renders, rendered the first time a content is drawn (latent mode's contents are a fixed file: each
+    is rendered once, not once per step)."""
+
+    def __init__(self, statistic: Callable[[Tensor], Tensor], render: Callable[[Tensor], Tensor], n_contents: int) -> None:
+        self.statistic = statistic
         self.render = render
         self.known = torch.zeros(n_contents, dtype=torch.bool)
-        self.statistics: Tensor | None = None
+        self.values: Tensor | None = None
 
     @torch.no_grad()
     def __call__(self, ids: Sequence[int], contents: Tensor) -> Tensor:
-        """Statistics [B, 2, C] of the contents [B, ...] whose indices are ``ids``."""
+        """The statistic [B, ...] of the contents [B, ...] whose indices are ``ids``."""
         index = torch.as_tensor(list(ids), dtype=torch.long)
         missing = [row for row, i in enumerate(index.tolist()) if not self.known[i]]
         if missing:
-            fresh = colour_statistics(self.render(contents[missing]))
-            if self.statistics is None:
-                self.statistics = fresh.new_zeros((len(self.known), *fresh.shape[1:]))
-            self.statistics[index[missing].to(self.statistics.device)] = fresh
+            fresh = self.statistic(self.render(contents[missing]))
+            if self.values is None:
+                self.values = fresh.new_zeros((len(self.known), *fresh.shape[1:]))
+            self.values[index[missing].to(self.values.device)] = fresh
             self.known[index[missing]] = True
-        return self.statistics[index.to(self.statistics.device)]
+        return self.values[index.to(self.values.device)]
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:

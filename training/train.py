@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -62,13 +63,15 @@ from training.data import (
     sample_text_ids,
 )
 from training.errors import CheckpointError, DataError, OptionError
+from training.faces.reader import IdentityReading, load_reader
 from training.losses import (
-    ColourReferences,
+    ContentReferences,
     clip_normalize,
     colour_statistics,
     colour_statistics_loss,
     contrastive_loss,
     endpoint_regularizer,
+    identity_loss,
     latent_regularizer,
     path_regularizer,
     resize_images,
@@ -390,16 +393,23 @@ class Trainer:
             "latent": config.lambda_latent,
             "endpoints": config.lambda_endpoints,
             "colour": config.lambda_colour,
+            "identity": config.lambda_identity,
         }
         self.terms = [name for name, weight in self.weights.items() if weight > 0]
         if not self.terms:
             raise OptionError("every loss weight is zero: nothing to train")
         self.text_features = self.encode_loss_texts() if "contrastive" in self.terms else None
-        self.colour_references = (
-            ColourReferences(self.generator.synthesis, len(self.contents))
-            if "colour" in self.terms and self.contents is not None
-            else None
+        self.identity_reading = (
+            IdentityReading(load_reader(config.identity_reader)).to(self.device) if "identity" in self.terms else None
         )
+        if self.identity_reading is not None:
+            self.loss_sources.append({"role": "identity_reader", "path": config.identity_reader,
+                                      "sha256": sha256_file(config.identity_reader)})  # fmt: skip
+        self.references = {
+            name: ContentReferences(statistic, self.generator.synthesis, len(self.contents))
+            for name, statistic in (("colour", colour_statistics), ("identity", self.identity_reading))
+            if name in self.terms and self.contents is not None
+        }
 
         groups = select_trained(self.model, self.image_mode)
         rates = {"encoder": config.lr_encoder, "motion": config.lr_motion, "mapper": config.lr_mapper}
@@ -488,13 +498,18 @@ class Trainer:
         if "endpoints" in self.terms:
             terms["endpoints"] = endpoint_regularizer(offsets)
         if "colour" in self.terms:
-            if self.colour_references is not None:
-                reference = self.colour_references(batch["content_ids"], batch["content"])
-            else:
-                with torch.no_grad():
-                    reference = colour_statistics(self.generator.synthesis(batch["content"]))
-            terms["colour"] = colour_statistics_loss(last, reference)
+            terms["colour"] = colour_statistics_loss(last, self.content_reference("colour", colour_statistics, batch))
+        if "identity" in self.terms:
+            reference = self.content_reference("identity", self.identity_reading, batch)
+            terms["identity"] = identity_loss(self.identity_reading(last), reference, self.config.identity_margin)
         return {name: value.float() for name, value in terms.items()}
+
+    def content_reference(self, name: str, statistic: Callable[[Tensor], Tensor], batch: dict) -> Tensor:
+        """The statistic of the batch's contents' own renders: kept per content in latent mode, else drawn now."""
+        if name in self.references:
+            return self.references[name](batch["content_ids"], batch["content"])
+        with torch.no_grad():
+            return statistic(self.generator.synthesis(batch["content"]))
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimiser step; returns the loss and terms averaged over processes."""

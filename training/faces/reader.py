@@ -8,12 +8,17 @@ the bundle's ``parameter_reader`` graph; the generator trainer's gate is its err
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from training.errors import CheckpointError
 from training.faces.dataset import FaceSet, load_or_render_set
 from training.faces.parameters import IDENTITY, NAMES
 from training.faces.run import Run, batch_indices
@@ -22,6 +27,8 @@ log = logging.getLogger(__name__)
 
 BLUR_SIGMAS = (0.5, 1.5)
 """Range of the Gaussian blur's sigma (pixels) applied to half of each training batch."""
+READER_FILE = "reader.safetensors"
+"""The trained reader's weights in its folder, with its input size and width in the metadata."""
 
 
 class ParameterReader(nn.Module):
@@ -42,9 +49,50 @@ class ParameterReader(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * (size // 16) ** 2, 256), nn.LeakyReLU(0.1), nn.Linear(256, n_parameters))
         self.size = size
+        self.width = width
 
     def forward(self, image: Tensor) -> Tensor:
         return torch.sigmoid(self.head(self.features(image)))
+
+
+class IdentityReading(nn.Module):
+    """A frozen reader's identity parameters [B, 8] (``IDENTITY``) of generated frames [B, 3, S, S] in
+    [-1, 1], resized to the reader's input: what ``lgfa train --lambda-identity`` holds to the content's."""
+
+    def __init__(self, reader: ParameterReader) -> None:
+        super().__init__()
+        self.reader = reader.eval().requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        size = self.reader.size
+        if images.shape[-1] != size:
+            images = F.interpolate(images.float(), size=(size, size), mode="area" if images.shape[-1] > size else "bilinear")
+        return self.reader(images)[:, : len(IDENTITY)]
+
+
+def save_reader(reader: ParameterReader, path: str | os.PathLike) -> None:
+    """Write the reader's weights as safetensors (atomically), its size and width in the metadata."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    state = {name: value.detach().contiguous() for name, value in reader.state_dict().items()}
+    save_file(state, str(partial), metadata={"size": str(reader.size), "width": str(reader.width)})
+    os.replace(partial, path)
+
+
+def load_reader(path: str | os.PathLike) -> ParameterReader:
+    """A reader written by :func:`save_reader` (``train_reader``'s ``reader.safetensors``), in eval mode."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+        reader = ParameterReader(int(metadata["size"]), int(metadata["width"]))
+        reader.load_state_dict(state)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a safetensors file ({error}); give the {READER_FILE} that training wrote") from None
+    except (KeyError, ValueError, RuntimeError) as error:
+        reason = str(error).splitlines()[0]
+        raise CheckpointError(f"{path} does not hold a parameter reader ({reason}); give the {READER_FILE} that training wrote") from None
+    return reader.eval()
 
 
 def faces_to_tensor(faces: np.ndarray) -> Tensor:
@@ -102,8 +150,9 @@ def train_reader(
     face_set: FaceSet | None = None,
     held_out: FaceSet | None = None,
 ) -> tuple[ParameterReader, dict[str, float]]:
-    """Train (or resume) the reader in ``out`` on renders with every identity parameter varying;
-    returns it and its error on held-out renders (default 1,000; half of them blurred)."""
+    """Train (or resume) the reader in ``out`` on renders with every identity parameter varying, and
+    write its weights to ``out/reader.safetensors``; returns it and its error on held-out renders
+    (default 1,000; half of them blurred)."""
     torch.manual_seed(seed)
     reader = ParameterReader(size, width)
     optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
@@ -122,6 +171,7 @@ def train_reader(
         optimizer.step()
         if step % 10 == 0:
             run.log({"l1": loss.item()})
+    save_reader(reader, Path(out) / READER_FILE)
     if held_out is None:
         held_out = load_or_render_set(f"{out}/held_out.npz", 1000, seed + 1, size, IDENTITY, workers)
     held_images = augment(faces_to_tensor(held_out.faces), seed + 1, 0)

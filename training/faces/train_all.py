@@ -4,7 +4,8 @@
 
 Stages, each in its own folder under ``--out`` and each resumed where it stopped when run again:
 1. ``reader/``: the parameter reader on renders (every identity parameter varying, half blurred);
-2. ``teacher/``: a second reader, from its own seed and renders, for the generator's loss only;
+2. ``teacher/``: a second reader, from its own seed and renders, for the generator's loss and the
+   animation's identity term only (``teacher/reader.safetensors``);
 3. ``generator/``: the StyleGAN2 by regression (:mod:`training.faces.generator_regression`), then
    the gate (``generator/gate.json``): the first reader's error on generated frames, at most 0.08 for
    every expression parameter (beside it, not gated, :mod:`training.faces.render_fit`'s reader-free
@@ -16,7 +17,8 @@ Stages, each in its own folder under ``--out`` and each resumed where it stopped
    come from neutral parameters rather than mapping(z ~ N(0, I))), with the covered sentences only,
    every one of them in each contrastive group (batch 14), on the inference schedule (16 frames,
    linear decay: the preset's ``motion_norm_eps`` makes the offset's size follow m_t's), with the
-   path regulariser weighted for this size, a softer contrastive loss and a colour term (``ANIMATION_OPTIONS``);
+   path regulariser weighted for this size, a softer and stronger contrastive loss, a colour term and
+   the teacher's identity readings held to the content's (``ANIMATION_OPTIONS``);
 7. ``bundle/``: ``lgfa export`` of the last animation checkpoint plus the reader graph, and
    ``eval/``: ``lgfa eval --ceiling`` on it (the clips, and the generator's own paths to the
    targets); with ``--ship`` the bundle (graphs only) becomes the package's embedded default
@@ -40,7 +42,7 @@ from training.faces.clip_renders import PROMPT_TEMPLATE, prompt_accuracy, train_
 from training.faces.generator_regression import PRESET, Phase, draw, gate, train_generator, write_gate
 from training.faces.parameters import GENERATOR_IDENTITY, neutral_parameters, parameters_to_z, sample_identity
 from training.faces.prompts import COVERED
-from training.faces.reader import train_reader
+from training.faces.reader import READER_FILE, train_reader
 from training.faces.render_fit import render_fit
 from training.motion import AnimationModel
 from training.presets import get_preset
@@ -71,8 +73,8 @@ class Budget:
 
 
 BUDGETS = {
-    # About 100 minutes on an idle 2-core AMD EPYC with AVX2 (2026-12-03: reader 13.5, teacher 7, generator 58
-    # at about 4.2 steps/s, CLIP 8.5, animation 8.5, export and eval 4). The
+    # About 105 minutes on an idle 2-core AMD EPYC with AVX2 (2026-12-03: reader 13.5, teacher 7, generator 58
+    # at about 4.2 steps/s, gate 1-3, CLIP 8.5, animation 9 with the identity term, export and eval 5). The
     # generator's schedule is the one the shipped model saw: Adam at 3e-3 with the regions weighing 1 + 4
     # (issue 15's trial) until its expressions stalled at 6,500 steps (reader error 0.18, PSNR 29 dB; the
     # mapping had squashed them: |dw| 0.15 for the whole mouth-curve range against 2.1 for skin), the regions
@@ -97,20 +99,27 @@ CLIP_CAPTIONS = "closeness"
 close to its own sentence only) gave the animation a mean progress of 0.14, 11 of 14 prompts the right
 way; closeness captions 0.26 and 13 of 14 (64 seeds each, the same thin-mouthed generator and recipe otherwise)."""
 
-ANIMATION_OPTIONS = {"lambda_path": 3000.0, "tau": 0.2, "lambda_contrastive": 2.0, "lambda_colour": 10000.0}
-"""``lgfa train`` options (``TrainConfig`` names) that differ from the paper's. Its second-order path
-regulariser at 1.0 (made for 18 x 512 W+ at 1024 px) weighs nothing at this size (about 3e-6 against a
-contrastive term of 1): with the contrastive loss on the last frame only, the motion stood still for 7
-frames and then rushed (largest step 5-11 times the median); at 3000 it runs evenly. The contrastive
-temperature 0.2 (the paper's 0.07, about the faces CLIP's own learned 0.079) keeps the loss asking for
-more after this small CLIP is already sure of a face half way to its target. The colour term (not the
-paper's: the colour statistics of the last frame against the content's render, in place of the image
-path's LPIPS to the input photo) holds the skin and hair colour that the stronger pull moved, and the
-contrastive weight 2.0 (0.5) gives back the pull the colour term takes. Side by side on one generator
-and CLIP (2026-12-02, 64 seeds): mean progress 0.18 at the paper's (0.07, 0.5), 0.29 at (0.2, 0.5),
-0.36 at (0.2, 1.4), at the cost of identity (mean drift 0.06, 0.08, 0.13); with the colour term at
-10000, 0.31 at (0.2, 1.4) and 0.37 at (0.2, 2.0), mean drift 0.08 for both (within 0.05 for 5 prompts
-of 14, against 1 without it)."""
+ANIMATION_OPTIONS = {"lambda_path": 3000.0, "tau": 0.2, "lambda_contrastive": 6.0, "lambda_colour": 10000.0,
+                     "lambda_identity": 20.0, "identity_margin": 0.03}
+"""``lgfa train`` options (``TrainConfig`` names) that differ from the paper's (the animation stage adds
+``--identity-reader teacher/reader.safetensors``). Its second-order path regulariser at 1.0 (made for
+18 x 512 W+ at 1024 px) weighs nothing at this size (about 3e-6 against a contrastive term of 1): with
+the contrastive loss on the last frame only, the motion stood still for 7 frames and then rushed
+(largest step 5-11 times the median); at 3000 it runs evenly. The contrastive temperature 0.2 (the
+paper's 0.07, about the faces CLIP's own learned 0.079) keeps the loss asking for more after this small
+CLIP is already sure of a face half way to its target. Two terms the paper does not have hold the
+face: the colour term (the colour statistics of the last frame against the content's render, in place
+of the image path's LPIPS to the input photo) holds the skin and hair colour, and the identity term
+(the teacher's identity readings of the last frame against the content's, L1 beyond a margin of 0.03,
+in place of an identity network) holds what colour statistics do not see (eye spacing, lip and iris
+colour); the contrastive weight gives back the pull they take. Side by side on one generator and CLIP
+(2026-12-02, 64 seeds): mean progress 0.18 at the paper's (0.07, 0.5), 0.29 at (0.2, 0.5), 0.36 at
+(0.2, 1.4), at the cost of identity (mean drift 0.06, 0.08, 0.13); with the colour term at 10000, 0.31
+at (0.2, 1.4) and 0.37 at (0.2, 2.0), mean drift 0.08 for both. On the teacher's generator
+(2026-12-03, docs/faces-64/identity-term): colour term alone at 2.0, mean progress 0.37, drift within
+0.05 for 6 prompts of 14 (mean 0.066); identity term at 20 with weight 2.0, 0.24 and 12 (0.037); with
+4.0, 0.37 and 12 (0.040); margin 0.03 and 4.0, 0.40 and 12 (0.042); margin 0.03 and 6.0, 0.41 and 11
+(0.044), off-target within 0.15 for 13 and jitter within 3 for 13 (against 12 and 11)."""
 
 
 def write_neutral_latents(path: Path, generator, n: int, seed: int) -> None:
@@ -167,7 +176,7 @@ def train_all(out: Path, seed: int, budget: Budget, ignore_gate: bool = False, s
         lgfa(["train", "--preset", PRESET, "--checkpoint", str(base), "--loss-clip", str(out / "clip" / "clip.safetensors"),
               "--latents", str(latents), "--texts", str(prompts), "--batch", str(budget.animation_batch),
               "--contrastive-group", group, "--steps", str(budget.animation), "--seed", str(seed),
-              "--frames", str(preset.frames), "--decay", "linear",
+              "--frames", str(preset.frames), "--decay", "linear", "--identity-reader", str(out / "teacher" / READER_FILE),
               *(arg for name, value in ANIMATION_OPTIONS.items() for arg in (f"--{name.replace('_', '-')}", str(value))),
               "--out", str(animation)])  # fmt: skip
     bundle = out / "bundle"
@@ -194,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="run folder (run the same command again to resume)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every weight and every data draw")
     parser.add_argument("--budget", choices=list(BUDGETS), default="full",
-                        help="steps per stage: full (about 100 min on an idle 2-core CPU) or smoke")
+                        help="steps per stage: full (about 105 min on an idle 2-core CPU) or smoke")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--ignore-gate", action="store_true", help="train the animation model even if the gate fails")
     parser.add_argument("--ship", action="store_true", help="put the bundle into the package as the embedded default")
