@@ -35,7 +35,9 @@ def test_reader_file_round_trip_and_files_that_are_no_reader(tmp_path: Path) -> 
     assert (loaded.size, loaded.width) == (32, 8) and not loaded.training
     (tmp_path / "text.safetensors").write_text("not a tensor file")
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"size": "32", "width": "8"})
-    for name, reason in (("text", "is not a safetensors file"), ("other", "does not hold a parameter reader")):
+    save_file(reader.state_dict(), str(tmp_path / "huge.safetensors"), metadata={"size": "1048576", "width": "8"})
+    for name, reason in (("text", "is not a safetensors file"), ("other", "does not hold a parameter reader"),
+                         ("huge", "input size 1048576 px")):
         with pytest.raises(CheckpointError, match=reason) as error:
             load_reader(tmp_path / f"{name}.safetensors")
         assert "\n" not in str(error.value)

@@ -85,7 +85,10 @@ def load_reader(path: str | os.PathLike) -> ParameterReader:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             state = {name: f.get_tensor(name) for name in f.keys()}
-        reader = ParameterReader(int(metadata["size"]), int(metadata["width"]))
+        size, width = int(metadata["size"]), int(metadata["width"])
+        if not (16 <= size <= 1024 and 1 <= width <= 256):
+            raise ValueError(f"input size {size} px and width {width} lie outside 16-1024 and 1-256")
+        reader = ParameterReader(size, width)
         reader.load_state_dict(state)
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a safetensors file ({error}); give the {READER_FILE} that training wrote") from None
