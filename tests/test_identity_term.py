@@ -70,7 +70,7 @@ def metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_identity_term_weighs_the_readers_difference_between_frame_and_content(tmp_path: Path, capsys) -> None:
+def test_identity_term_weighs_the_readers_difference_between_frame_and_content(tmp_path: Path, capsys, caplog) -> None:
     """The term enters the loss with its weight and is recorded with the reader's file; a reader that reads
     the same from every image sees no difference between frame T-1 and the content's render, so the term is 0,
     and so is it when the margin lets every change pass."""
@@ -78,8 +78,10 @@ def test_identity_term_weighs_the_readers_difference_between_frame_and_content(t
     save_reader(ParameterReader(32, 8), tmp_path / "random.safetensors")
     save_reader(constant_reader(torch.full((len(NAMES),), 0.3)), tmp_path / "constant.safetensors")
     weights = {"contrastive": 0.5, "path": 1.0, "latent": 1.0, "endpoints": 1.0, "identity": 50.0}
+    caplog.set_level("INFO", logger="training.train")
     for name in ("random", "constant"):
         reader = str(tmp_path / f"{name}.safetensors")
+        caplog.clear()
         assert lgfa_train("--steps", "2", "--identity-reader", reader, "--lambda-identity", "50", "--out", str(tmp_path / name)) == 0
         for r in metrics(tmp_path / name):
             assert r["loss"] == pytest.approx(sum(w * r[k] for k, w in weights.items()), rel=1e-5)
@@ -87,6 +89,7 @@ def test_identity_term_weighs_the_readers_difference_between_frame_and_content(t
         record = json.loads((tmp_path / name / "train.json").read_text())
         assert record["options"]["lambda_identity"] == 50.0
         assert [s["path"] for s in record["loss_sources"] if s["role"] == "identity_reader"] == [reader]
+        assert "every network but the identity reader has random weights" in caplog.text  # the reader is a file
     # a margin as wide as the readings' range lets every change pass
     margin = ["--identity-reader", str(tmp_path / "random.safetensors"), "--lambda-identity", "50", "--identity-margin", "1"]
     assert lgfa_train("--steps", "2", *margin, "--out", str(tmp_path / "margin")) == 0

@@ -250,6 +250,33 @@ def test_resume_keeps_the_saved_options(tmp_path, capsys) -> None:
     assert f"--resume {out}" in capsys.readouterr().err
 
 
+def test_several_loss_clips_average_their_contrastive_losses(tmp_path) -> None:
+    """``--loss-clip A B``: the first step's contrastive term (before any update) is the mean of the runs with A
+    alone and B alone; both files are recorded; a run saved when the option took one file still resumes."""
+    torch.manual_seed(5)
+    torch.save({"g_ema": generator_from_preset(get_preset("tiny")).state_dict()}, tmp_path / "stylegan.pt")
+    torch.save(create_clip("tiny-rn").state_dict(), tmp_path / "clip.pt")
+    for name in ("a", "b"):
+        torch.save(create_clip("tiny-vit").state_dict(), tmp_path / f"{name}.pt")
+    files = ["--stylegan", str(tmp_path / "stylegan.pt"), "--clip", str(tmp_path / "clip.pt")]
+    first = {}
+    for run, clips in (("a", ["a"]), ("b", ["b"]), ("ab", ["a", "b"])):
+        loss_clips = [str(tmp_path / f"{name}.pt") for name in clips]
+        args = ["--preset", "tiny", *files, "--loss-clip", *loss_clips, "--steps", "1", "--sample-every", "0"]
+        assert main(["train", *args, "--out", str(tmp_path / run)]) == 0
+        first[run] = metrics(tmp_path / run)[0]["contrastive"]
+        record = json.loads((tmp_path / run / "train.json").read_text())
+        assert [s["path"] for s in record["loss_sources"] if s["role"] == "loss_clip"] == loss_clips
+    assert first["a"] != pytest.approx(first["b"], rel=1e-3)
+    assert first["ab"] == pytest.approx((first["a"] + first["b"]) / 2, rel=1e-5)
+    options_file = tmp_path / "a" / "train.json"
+    record = json.loads(options_file.read_text())
+    record["options"]["loss_clip"] = str(tmp_path / "a.pt")  # as runs saved it before several files were taken
+    options_file.write_text(json.dumps(record))
+    assert main(["train", "--resume", str(tmp_path / "a"), "--steps", "2"]) == 0
+    assert [r["step"] for r in metrics(tmp_path / "a")] == [1, 2]
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("export.cli") is None, reason="export/cli.py (lgfa export) has not landed yet"
 )

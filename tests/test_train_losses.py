@@ -106,23 +106,50 @@ def test_identity_loss_by_hand_lets_changes_within_the_margin_pass() -> None:
         identity_loss(readings, reference[:, :4])
 
 
-def test_colour_references_render_each_content_once() -> None:
+def _image_of(contents: torch.Tensor) -> torch.Tensor:
+    """A stand-in generator: one image per content row."""
+    return contents[:, None].expand(-1, 3, -1, -1) * torch.tensor([1.0, -1.0, 0.5]).view(1, 3, 1, 1)
+
+
+def _corner(images: torch.Tensor) -> torch.Tensor:
+    """A second statistic: each image's top-left value per channel."""
+    return images[:, :, 0, 0]
+
+
+def test_references_render_each_fixed_content_once_for_every_statistic() -> None:
     """Latent mode's references: each content rendered the first time it is drawn, its statistics kept."""
     rendered: list[int] = []
 
-    def image_of(contents: torch.Tensor) -> torch.Tensor:  # a stand-in generator: one image per content row
-        return contents[:, None].expand(-1, 3, -1, -1) * torch.tensor([1.0, -1.0, 0.5]).view(1, 3, 1, 1)
-
     def render(contents: torch.Tensor) -> torch.Tensor:
         rendered.extend(contents[:, 0, 0].long().tolist())
-        return image_of(contents)
+        return _image_of(contents)
 
     contents = torch.rand(5, 4, 4)
     contents[:, 0, 0] = torch.arange(5).float()  # each content names itself in its first value
-    references = ContentReferences(colour_statistics, render, len(contents))
+    references = ContentReferences({"colour": colour_statistics, "corner": _corner}, render, len(contents))
     for ids in ([3, 1, 3], [1, 4], [0, 3, 4, 2], [2, 0]):
-        torch.testing.assert_close(references(ids, contents[ids]), colour_statistics(image_of(contents[ids])))
-    assert rendered == [3, 1, 3, 4, 0, 2]  # a new content once per row it fills; a known one never again
+        got = references(contents[ids], ids)
+        torch.testing.assert_close(got["colour"], colour_statistics(_image_of(contents[ids])))
+        torch.testing.assert_close(got["corner"], _image_of(contents[ids])[:, :, 0, 0])
+    assert rendered == [3, 1, 3, 4, 0, 2]  # a new content once per row it fills, for both; a known one never again
+    with pytest.raises(ValueError, match="give ids"):
+        references(contents[:2])
+
+
+def test_references_of_fresh_contents_render_once_per_call() -> None:
+    """Contents drawn anew each step: one render per call feeds every statistic."""
+    calls: list[int] = []
+
+    def render(contents: torch.Tensor) -> torch.Tensor:
+        calls.append(len(contents))
+        return _image_of(contents)
+
+    references = ContentReferences({"colour": colour_statistics, "corner": _corner}, render)
+    for batch in (torch.rand(3, 4, 4), torch.rand(2, 4, 4)):
+        got = references(batch)
+        torch.testing.assert_close(got["colour"], colour_statistics(_image_of(batch)))
+        torch.testing.assert_close(got["corner"], _image_of(batch)[:, :, 0, 0])
+    assert calls == [3, 2]
 
 
 def test_resize_pools_down_and_interpolates_up() -> None:

@@ -32,7 +32,7 @@ class TrainConfig:
     checkpoint: str | None = None
     stylegan: str | None = None
     clip: str | None = None
-    loss_clip: str | None = None
+    loss_clip: list[str] = field(default_factory=list)
     lpips_weights: list[str] = field(default_factory=list)
     images: str | None = None
     latents: str | None = None
@@ -119,7 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--checkpoint", help="start from an lgfa checkpoint or a reference Iter_*.pth")
     weights.add_argument("--stylegan", help="rosinality StyleGAN2 checkpoint (g_ema), frozen")
     weights.add_argument("--clip", help="CLIP weights for the trained encoder (RN50 for the paper's presets)")
-    weights.add_argument("--loss-clip", help="CLIP weights of the frozen loss model (ViT-B/32)")
+    weights.add_argument(
+        "--loss-clip", nargs="+", default=[], metavar="FILE",
+        help="CLIP weights of the frozen loss model (the paper's ViT-B/32); several files: the contrastive "
+        "loss is the mean of each CLIP's",
+    )  # fmt: skip
     weights.add_argument(
         "--identity-reader", metavar="FILE",
         help="the synthetic face domain's parameter reader (a reader.safetensors of train_all's teacher/), "
@@ -224,6 +228,8 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
         )
     saved = json.loads(options_file.read_text(encoding="utf-8"))["options"]
     saved["adam_betas"] = tuple(saved["adam_betas"])
+    if not isinstance(saved.get("loss_clip", []), list):  # runs saved when --loss-clip took one file (or none)
+        saved["loss_clip"] = [saved["loss_clip"]] if saved["loss_clip"] else []
     saved["out"] = str(folder)
     for name in RESUME_OVERRIDES:
         if hasattr(args, name) and (name != "device" or args.device != DEFAULTS.device):
@@ -295,7 +301,7 @@ def _check_paths(config: TrainConfig) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OptionError(f"--out {out} is a file or a symbolic link; give a folder for the run")
     files = [("--checkpoint", config.checkpoint), ("--stylegan", config.stylegan), ("--clip", config.clip),
-             ("--loss-clip", config.loss_clip), ("--latents", config.latents), ("--texts", config.texts),
+             *(("--loss-clip", path) for path in config.loss_clip), ("--latents", config.latents), ("--texts", config.texts),
              ("--identity-reader", config.identity_reader),
              *(("--lpips-weights", path) for path in config.lpips_weights)]  # fmt: skip
     for option, path in files:

@@ -91,28 +91,44 @@ def identity_loss(readings: Tensor, reference: Tensor, margin: float = 0.0) -> T
 
 
 class ContentReferences:
-    """A statistic (``colour_statistics``, a reader's identity readings) of each of N fixed contents'
-    renders, rendered the first time a content is drawn (latent mode's contents are a fixed file: each
-    is rendered once, not once per step)."""
+    """Statistics (``colour_statistics``, a reader's identity readings) of contents' own renders, each
+    content rendered once for all of them. With ``n_contents`` (latent mode: the contents are a fixed
+    file) each content is rendered the first time it is drawn and its statistics kept; without, every
+    call renders its contents afresh (once, whatever the number of statistics)."""
 
-    def __init__(self, statistic: Callable[[Tensor], Tensor], render: Callable[[Tensor], Tensor], n_contents: int) -> None:
-        self.statistic = statistic
+    def __init__(
+        self,
+        statistics: dict[str, Callable[[Tensor], Tensor]],
+        render: Callable[[Tensor], Tensor],
+        n_contents: int | None = None,
+    ) -> None:
+        self.statistics = statistics
         self.render = render
-        self.known = torch.zeros(n_contents, dtype=torch.bool)
-        self.values: Tensor | None = None
+        self.known = None if n_contents is None else torch.zeros(n_contents, dtype=torch.bool)
+        self.values: dict[str, Tensor] = {}
 
     @torch.no_grad()
-    def __call__(self, ids: Sequence[int], contents: Tensor) -> Tensor:
-        """The statistic [B, ...] of the contents [B, ...] whose indices are ``ids``."""
+    def measure(self, contents: Tensor) -> dict[str, Tensor]:
+        """Every statistic of the contents [B, ...], from one render."""
+        images = self.render(contents)
+        return {name: statistic(images) for name, statistic in self.statistics.items()}
+
+    @torch.no_grad()
+    def __call__(self, contents: Tensor, ids: Sequence[int] | None = None) -> dict[str, Tensor]:
+        """Every statistic [B, ...] of the contents [B, ...]; ``ids`` (their indices) when the contents are fixed."""
+        if self.known is None:
+            return self.measure(contents)
+        if ids is None:
+            raise ValueError("fixed contents are looked up by their indices: give ids")
         index = torch.as_tensor(list(ids), dtype=torch.long)
         missing = [row for row, i in enumerate(index.tolist()) if not self.known[i]]
         if missing:
-            fresh = self.statistic(self.render(contents[missing]))
-            if self.values is None:
-                self.values = fresh.new_zeros((len(self.known), *fresh.shape[1:]))
-            self.values[index[missing].to(self.values.device)] = fresh
+            for name, fresh in self.measure(contents[missing]).items():
+                if name not in self.values:
+                    self.values[name] = fresh.new_zeros((len(self.known), *fresh.shape[1:]))
+                self.values[name][index[missing].to(fresh.device)] = fresh
             self.known[index[missing]] = True
-        return self.values[index.to(self.values.device)]
+        return {name: values[index.to(values.device)] for name, values in self.values.items()}
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:

@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -84,7 +83,7 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "lgfa-train-state"
 STATE_SCHEMA = 1
-RANDOM_NOTE = " [random-init: every network has random weights; nothing here is a trained model]"
+RANDOM_NOTE = " [random-init: {} random weights; nothing here is a trained model]"
 # Seed offsets of the frozen loss networks, so that they differ from the trained model's weights.
 LOSS_CLIP_SEED, LPIPS_SEED = 1, 2
 TEXT_CHUNK = 256
@@ -143,17 +142,18 @@ def load_clip_into(clip: CLIP, path: str, what: str) -> None:
         raise CheckpointError(f"{path} does not fit the {what} ({first[:160]})") from None
 
 
-def build_loss_clip(name: str, path: str | None, seed: int) -> tuple[CLIP, list[dict[str, str]]]:
-    """The frozen CLIP of the contrastive loss: weights from ``path``, or seeded random weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clip = create_clip(name)
-    sources = []
-    if path:
-        load_clip_into(clip, path, f"loss CLIP {name}")
-        sources.append({"role": "loss_clip", "path": path, "sha256": sha256_file(path)})
-    clip.eval().requires_grad_(False)
-    return clip, sources
+def build_loss_clips(name: str, paths: list[str], seed: int) -> tuple[list[CLIP], list[dict[str, str]]]:
+    """The frozen CLIPs of the contrastive loss: one per weights file, or one on seeded random weights."""
+    clips, sources = [], []
+    for path in paths or [None]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clip = create_clip(name)
+        if path:
+            load_clip_into(clip, path, f"loss CLIP {name}")
+            sources.append({"role": "loss_clip", "path": path, "sha256": sha256_file(path)})
+        clips.append(clip.eval().requires_grad_(False))
+    return clips, sources
 
 
 def build_models(config: TrainConfig, resume_checkpoint: Path | None) -> Models:
@@ -351,16 +351,17 @@ class Trainer:
         self.preset = self.models.preset
         self.random_init = self.models.random_init or config.random_init
         self.models.random_init = self.random_init
-        self.note = RANDOM_NOTE if self.random_init else ""
+        networks = "every network but the identity reader has" if config.identity_reader else "every network has"
+        self.note = RANDOM_NOTE.format(networks) if self.random_init else ""
         self.model = self.models.model.to(self.device)
         self.generator = self.models.generator.to(self.device).eval().requires_grad_(False)
         self.image_mode = config.image_mode
 
-        self.loss_clip, loss_sources = build_loss_clip(
+        loss_clips, loss_sources = build_loss_clips(
             self.preset.loss_clip_model, config.loss_clip, config.seed + LOSS_CLIP_SEED
         )
-        self.loss_clip = self.loss_clip.to(self.device)
-        self.clip_size = clip_image_size(self.loss_clip)
+        self.loss_clips = [clip.to(self.device) for clip in loss_clips]
+        self.clip_size = clip_image_size(self.loss_clips[0])
         self.lpips_size = config.lpips_size or self.clip_size
         self.encoder_size = clip_image_size(self.model.encoder)
         self.lpips: LPIPS | None = None
@@ -405,11 +406,12 @@ class Trainer:
         if self.identity_reading is not None:
             self.loss_sources.append({"role": "identity_reader", "path": config.identity_reader,
                                       "sha256": sha256_file(config.identity_reader)})  # fmt: skip
-        self.references = {
-            name: ContentReferences(statistic, self.generator.synthesis, len(self.contents))
-            for name, statistic in (("colour", colour_statistics), ("identity", self.identity_reading))
-            if name in self.terms and self.contents is not None
-        }
+        statistics = {"colour": colour_statistics, "identity": self.identity_reading}
+        self.references = ContentReferences(
+            {name: statistic for name, statistic in statistics.items() if name in self.terms},
+            self.generator.synthesis,
+            len(self.contents) if self.contents is not None else None,
+        )
 
         groups = select_trained(self.model, self.image_mode)
         rates = {"encoder": config.lr_encoder, "motion": config.lr_motion, "mapper": config.lr_mapper}
@@ -470,13 +472,16 @@ class Trainer:
         return batch
 
     @torch.no_grad()
-    def encode_loss_texts(self) -> Tensor:
-        """The frozen loss CLIP's features of every sentence [N, E], in fixed chunks so that they never vary."""
-        chunks = []
-        for start in range(0, len(self.texts), TEXT_CHUNK):
-            tokens = tokenize(self.texts[start : start + TEXT_CHUNK]).to(self.device)
-            chunks.append(self.loss_clip.encode_text(tokens).float())
-        return torch.cat(chunks)
+    def encode_loss_texts(self) -> list[Tensor]:
+        """Each frozen loss CLIP's features of every sentence [N, E], in fixed chunks so that they never vary."""
+        features = []
+        for clip in self.loss_clips:
+            chunks = []
+            for start in range(0, len(self.texts), TEXT_CHUNK):
+                tokens = tokenize(self.texts[start : start + TEXT_CHUNK]).to(self.device)
+                chunks.append(clip.encode_text(tokens).float())
+            features.append(torch.cat(chunks))
+        return features
 
     def losses(self, batch: dict) -> dict[str, Tensor]:
         """Every active loss term of one batch (unweighted)."""
@@ -488,28 +493,25 @@ class Trainer:
             terms["lpips_first"] = self.lpips(resize_images(first, self.lpips_size), batch["targets"]).mean()
             terms["lpips_last"] = self.lpips(resize_images(last, self.lpips_size), batch["targets"]).mean()
         if "contrastive" in self.terms:
-            image_features = self.loss_clip.encode_image(clip_normalize(resize_images(last, self.clip_size)))
-            text_features = self.text_features[batch["text_ids"]]
-            terms["contrastive"] = contrastive_loss(image_features, text_features, self.config.tau, self.group)
+            images = clip_normalize(resize_images(last, self.clip_size))
+            terms["contrastive"] = torch.stack([
+                contrastive_loss(clip.encode_image(images), texts[batch["text_ids"]], self.config.tau, self.group)
+                for clip, texts in zip(self.loss_clips, self.text_features)
+            ]).mean()  # fmt: skip
         if "path" in self.terms:
             terms["path"] = path_regularizer(offsets)
         if "latent" in self.terms:
             terms["latent"] = latent_regularizer(latents, batch["content"])
         if "endpoints" in self.terms:
             terms["endpoints"] = endpoint_regularizer(offsets)
-        if "colour" in self.terms:
-            terms["colour"] = colour_statistics_loss(last, self.content_reference("colour", colour_statistics, batch))
-        if "identity" in self.terms:
-            reference = self.content_reference("identity", self.identity_reading, batch)
-            terms["identity"] = identity_loss(self.identity_reading(last), reference, self.config.identity_margin)
+        if self.references.statistics:
+            references = self.references(batch["content"], batch.get("content_ids"))
+            if "colour" in references:
+                terms["colour"] = colour_statistics_loss(last, references["colour"])
+            if "identity" in references:
+                readings = self.identity_reading(last)
+                terms["identity"] = identity_loss(readings, references["identity"], self.config.identity_margin)
         return {name: value.float() for name, value in terms.items()}
-
-    def content_reference(self, name: str, statistic: Callable[[Tensor], Tensor], batch: dict) -> Tensor:
-        """The statistic of the batch's contents' own renders: kept per content in latent mode, else drawn now."""
-        if name in self.references:
-            return self.references[name](batch["content_ids"], batch["content"])
-        with torch.no_grad():
-            return statistic(self.generator.synthesis(batch["content"]))
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimiser step; returns the loss and terms averaged over processes."""

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from training.checkpoints import atomic_path
 from training.errors import CheckpointError
 from training.faces.dataset import FaceSet, load_or_render_set
 from training.faces.parameters import IDENTITY, NAMES
@@ -72,11 +73,9 @@ class IdentityReading(nn.Module):
 
 def save_reader(reader: ParameterReader, path: str | os.PathLike) -> None:
     """Write the reader's weights as safetensors (atomically), its size and width in the metadata."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
     state = {name: value.detach().contiguous() for name, value in reader.state_dict().items()}
-    save_file(state, str(partial), metadata={"size": str(reader.size), "width": str(reader.width)})
-    os.replace(partial, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"size": str(reader.size), "width": str(reader.width)})
 
 
 def load_reader(path: str | os.PathLike) -> ParameterReader:
