@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lgfa_deploy.atomic import write_bytes_atomic
+
 HERE = Path(__file__).resolve().parent
 STAGE_COLUMNS = (
     "tokenize", "text_encoder", "motion", "synthesis", "frames", "postprocess", "encode", "first_frame", "stream", "stream_encode",
@@ -310,9 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{out} is out of date; run python benchmarks/make_table.py", file=sys.stderr)
             return 1
         return 0
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_bytes_atomic(out, text.encode())
     print(f"wrote {out} from {len(list(Path(args.results).glob('*.json')))} result files")
     return 0
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from export.onnx_export import OPSET
+from lgfa_deploy.atomic import atomic_path
 from lgfa_deploy.bundle import Bundle, file_entry, graph_file
 from lgfa_deploy.errors import LgfaError
 from lgfa_deploy.evaluation import TARGETS, largest_departure
@@ -40,15 +41,13 @@ def add_parameter_reader(bundle_dir: str | Path, reader: ParameterReader) -> Non
         raise LgfaError(f"the reader reads {reader.size} px frames but bundle {bundle.root} makes {bundle.resolution} px")
     spec = parameter_reader_spec(bundle.resolution, len(NAMES))
     name = graph_file(PARAMETER_READER, "fp32")
-    tmp = bundle.root / f".{name}.tmp"
     sample = torch.rand(2, 3, reader.size, reader.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     reader = reader.eval()
-    with warnings.catch_warnings():
+    with atomic_path(bundle.root / name, suffix=".onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(reader, (sample,), str(tmp), dynamo=False, opset_version=OPSET, input_names=spec.input_names,
                           output_names=spec.output_names, dynamic_axes=spec.dynamic_axes())  # fmt: skip
-    _check_values(tmp, reader, sample)
-    tmp.replace(bundle.root / name)
+        _check_values(tmp, reader, sample)
     bundle.manifest["graphs"][PARAMETER_READER] = {**spec.to_dict(), "opset": OPSET, "files": {"fp32": file_entry(bundle.root, name)}}
     facts = domain_facts()
     for prompt, drift in unreadable_identity(reader, facts, bundle.frames).items():

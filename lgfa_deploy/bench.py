@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from lgfa_deploy import device_info
+from lgfa_deploy.atomic import atomic_path
 from lgfa_deploy.backends import open_backend, to_uint8_bgr
 from lgfa_deploy.backends.base import Backend
 from lgfa_deploy.bundle import Bundle
@@ -837,10 +838,11 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"{bundle['preset']} {bundle['resolution']} px on {device} ({doc['created'][:10]})", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def default_name(doc: dict[str, Any]) -> str:

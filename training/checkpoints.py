@@ -15,10 +15,8 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lgfa_deploy.atomic import atomic_path
 from training.clip_model import openai_to_open_clip
 from training.e4e import E4E, E4E_FORMAT, e4e_config_for, load_e4e, random_e4e
 from training.errors import CheckpointError
@@ -272,21 +271,6 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str] | None:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         return None
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; renamed to ``path`` on success, removed on any failure."""
-    path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: str | os.PathLike, models: Models, metadata: Mapping[str, Any] | None = None) -> None:

@@ -41,9 +41,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from lgfa_deploy.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 from training.checkpoints import (
     Models,
-    atomic_path,
     load_clip_weights,
     load_models,
     save_checkpoint,
@@ -213,16 +213,6 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 
 
 # -- files -------------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_json_atomic(path: Path, value: object) -> None:
-    write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
-
-
 def link_atomic(source: Path, target: Path) -> None:
     """Make ``target`` the same file as ``source`` (a hard link, or a copy where links fail), atomically."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -230,7 +220,7 @@ def link_atomic(source: Path, target: Path) -> None:
     try:
         os.link(source, tmp)
     except OSError:
-        write_atomic(tmp, source.read_bytes())
+        write_bytes_atomic(tmp, source.read_bytes())
     os.replace(tmp, target)
 
 
@@ -587,7 +577,7 @@ class Trainer:
         ok, encoded = cv2.imencode(".png", grid)
         if not ok:
             raise DataError(f"OpenCV could not encode the sample grid {path}")
-        write_atomic(path, encoded.tobytes())
+        write_bytes_atomic(path, encoded.tobytes())
         log.info("step %d: sample grid %s (%d sentences x %d frames)%s", step, path, count, frames, self.note)
         return path
 
@@ -601,7 +591,7 @@ class Trainer:
                 for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= self.step
             ]
-            write_atomic(self.metrics_path, "".join(f"{line}\n" for line in kept).encode())
+            write_bytes_atomic(self.metrics_path, "".join(f"{line}\n" for line in kept).encode())
         return self.metrics_path.open("a", encoding="utf-8")
 
     def describe(self) -> str:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lgfa_deploy.atomic import atomic_path
 from training.errors import DataError
 from training.faces.parameters import sample_parameters
 from training.faces.render import REGIONS, render_faces
@@ -81,7 +82,6 @@ def load_or_render_set(
         log.info("%s was rendered with other settings; rendering again", path)
     face_set = render_set(n, seed, size, varying_identity, workers)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, key=key, varying=varying, parameters=face_set.parameters, faces=face_set.faces, weights=face_set.weights)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, key=key, varying=varying, parameters=face_set.parameters, faces=face_set.faces, weights=face_set.weights)
     return face_set

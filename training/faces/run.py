@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lgfa_deploy.atomic import atomic_path
 from training.errors import OptionError
 
 STATE = "state.pt"
@@ -87,9 +88,8 @@ class Run:
             "modules": {name: m.state_dict() for name, m in self.modules.items()},
             "optimizer": self.optimizer.state_dict(),
         }
-        tmp = self.out / (STATE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / STATE)
+        with atomic_path(self.out / STATE) as tmp:
+            torch.save(state, tmp)
 
     def metrics(self) -> list[dict]:
         path = self.out / METRICS
