@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lgfa_deploy.atomic import atomic_path
+from training.atomic import atomic_path
 from training.clip_model import openai_to_open_clip
 from training.e4e import E4E, E4E_FORMAT, e4e_config_for, load_e4e, random_e4e
 from training.errors import CheckpointError

@@ -375,7 +375,7 @@ def save_e4e(path: str | os.PathLike, model: E4E) -> None:
     architecture as JSON metadata (what a bundle's ``e4e.safetensors`` holds)."""
     from safetensors.torch import save_file
 
-    from lgfa_deploy.atomic import atomic_path
+    from training.atomic import atomic_path
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {

@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from lgfa_deploy.atomic import atomic_path, write_bytes_atomic, write_json_atomic
+from training.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 from training.checkpoints import (
     Models,
     load_clip_weights,

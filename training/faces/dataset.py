@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lgfa_deploy.atomic import atomic_path
+from training.atomic import atomic_path
 from training.errors import DataError
 from training.faces.parameters import sample_parameters
 from training.faces.render import REGIONS, render_faces

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from lgfa_deploy.atomic import atomic_path
+from training.atomic import atomic_path
 from training.errors import CheckpointError
 from training.faces.dataset import FaceSet, load_or_render_set
 from training.faces.parameters import IDENTITY, NAMES

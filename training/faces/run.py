@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lgfa_deploy.atomic import atomic_path
+from training.atomic import atomic_path
 from training.errors import OptionError
 
 STATE = "state.pt"
