@@ -215,13 +215,12 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 # -- files -------------------------------------------------------------------------------------
 def link_atomic(source: Path, target: Path) -> None:
     """Make ``target`` the same file as ``source`` (a hard link, or a copy where links fail), atomically."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        write_bytes_atomic(tmp, source.read_bytes())
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        tmp.unlink()  # os.link makes the name itself
+        try:
+            os.link(source, tmp)
+        except OSError:
+            tmp.write_bytes(source.read_bytes())
 
 
 def rng_state() -> dict:
