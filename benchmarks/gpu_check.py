@@ -20,14 +20,15 @@ process with its own time budget, in order: ``environment``; ``gpu_tests`` (``py
 tests/test_gpu.py``); ``bundle`` (``lgfa export --preset ffhq-1024 --random-init --no-photo
 --max-batch 32``; should it fail or overrun, ``synthesis_direct`` times the generator's synthesis
 alone, eager FP32 and FP16, so that some figures come back); ``bench_graphs`` (``lgfa bench`` of
-the torch backend, FP32 and FP16 with CUDA graphs, batch 1, 4, 16, 32: synthesis, frames, first
+the torch backend, FP16 then FP32 with CUDA graphs, batch 1, 4, 16, 32: synthesis, frames, first
 frame of a 16-frame clip, stream; peak GPU
 memory; each run has its own eager FP32 baseline); ``bench_eager`` (the same without CUDA graphs);
 ``training`` (steps/s of the paper's step at 1024 px: text -> motion -> W+ -> synthesis -> CLIP
 loss, backward, Adam); ``bench_compile`` (FP16, CUDA graphs around ``torch.compile`` in its default
 mode, batch 32: the backend's own default, max-autotune, would not fit the budget). A
 step that fails or overruns is recorded with the tail of its output and the rest go on; the JSON is
-rewritten after every step, so whatever finished before a kill is there. The summary compares the
+rewritten after every step, and each bench step's JSON after each batch size, so whatever finished
+before a kill or an overrun is there. The summary compares the
 best figures with issue 8's targets (>= 400 frames/s at the best batch, first frame <= 10 ms,
 >= 6x eager FP32 in the same run, <= 4 GiB at batch 1). ``--out`` gets at most 6 files, flat:
 ``gpu_check.json``, ``gpu_check.png`` and the ``bench_*.json`` of each bench step. Commit them under
@@ -79,8 +80,10 @@ class Plan:
     budgets: dict[str, float] = field(default_factory=dict)
 
 
+# Budgets after the first H200 run (2026-12-04): the bundle took 43 s, training 19 s, and the
+# baseline alone (batch 1, every stage) more than 50 s.
 GPU_PLAN = Plan("cuda", "ffhq-1024", (1, 4, 16, 32), (32,), "fp16", 20, 200, 10, {
-    "gpu_tests": 120, "bundle": 150, "synthesis_direct": 60, "bench_graphs": 110, "bench_eager": 50, "training": 45,
+    "gpu_tests": 120, "bundle": 90, "synthesis_direct": 60, "bench_graphs": 160, "bench_eager": 60, "training": 40,
     "bench_compile": 90,
 })
 REHEARSAL = Plan("cpu", "tiny", (1, 4), (4,), "fp32", 2, 6, 2, {
@@ -193,6 +196,7 @@ def synthesis_speed(preset_name: str, device: str, batches: list[int], iters: in
     GPU: the fallback figures when no bundle could be exported for ``lgfa bench``."""
     import torch
 
+    from lgfa_deploy.backends.torch_backend import to_channels_last
     from training.presets import get_preset
     from training.stylegan2 import generator_from_preset
 
@@ -205,7 +209,7 @@ def synthesis_speed(preset_name: str, device: str, batches: list[int], iters: in
             continue
         generator = generator_from_preset(preset).to(device, dtype).eval()
         if device == "cuda":
-            generator = generator.to(memory_format=torch.channels_last)
+            generator = to_channels_last(generator)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         for batch in batches:
             latents = torch.randn(batch, preset.n_latent, preset.style_dim, device=device, dtype=dtype)
@@ -268,9 +272,9 @@ class Check:
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:  # its output so far comes as bytes, whatever text= says
             streams = [s.decode(errors="replace") if isinstance(s, bytes) else s for s in (exc.stdout, exc.stderr) if s]
-            return self.record(name, f"overran its {timeout:.0f} s", started, output_tail="".join(streams)[-3000:])
+            return self.record(name, f"overran its {timeout:.0f} s", started, output_tail="".join(streams)[-6000:])
         status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
-        return self.record(name, status, started, output_tail=(done.stdout + done.stderr)[-3000:])
+        return self.record(name, status, started, output_tail=(done.stdout + done.stderr)[-6000:])
 
     def helper(self, name: str, args: list[str]) -> None:
         """A measurement of this script's own, in a process of its own; its result goes into the step."""
@@ -295,6 +299,9 @@ class Check:
         if self.rehearse:
             args += ["--threads", "2"]
         self.run(name, args)
+        if result.is_file():  # lgfa bench rewrites it after each batch size: an overrun keeps its figures
+            self.doc["steps"][name]["complete"] = json.loads(result.read_text()).get("complete", False)
+            self.save()
 
     def steps(self) -> None:
         started = time.perf_counter()
@@ -308,8 +315,9 @@ class Check:
             self.helper("synthesis_direct", ["--synthesis-only", "--batches", ",".join(map(str, self.plan.batches)),
                                              "--iters", str(self.plan.iters)])
         stages = "synthesis,frames,first_frame,stream"
-        self.bench("bench_graphs", "fp32,fp16", self.plan.batches, stages, [])
-        self.bench("bench_eager", "fp32,fp16", self.plan.batches, stages, ["torch.cuda_graphs=false"])
+        # FP16 first: the targets' figures come before FP32's should the step overrun.
+        self.bench("bench_graphs", "fp16,fp32", self.plan.batches, stages, [])
+        self.bench("bench_eager", "fp16,fp32", self.plan.batches, stages, ["torch.cuda_graphs=false"])
         self.helper("training", ["--training-only", "--steps", str(self.plan.train_steps)])
         # Last: compiling 1024 px synthesis is the step most likely to overrun.
         self.bench("bench_compile", self.plan.compile_precision, self.plan.compile_batches, "synthesis,frames",

@@ -281,28 +281,25 @@ class StageRunner:
         latents = self._latents(batch)
         images = backend.run("synthesis", {"latents": latents})["image"]
         frames = to_uint8_bgr(images)
+        stages: dict[str, Callable[[], Timing]] = {
+            "tokenize": lambda: self._timed(lambda: self.tokenizer(texts), batch * self.T),
+            "text_encoder": lambda: self._timed(lambda: backend.run("text_encoder", {"tokens": tokens}), batch * self.T),
+            "motion": lambda: self._timed(lambda: backend.run("motion", motion_inputs), batch * self.T),
+            "synthesis": lambda: self._timed(lambda: backend.run("synthesis", {"latents": latents}), batch),
+            "frames": lambda: self._timed(lambda: backend.frames(latents), batch),
+            "postprocess": lambda: self._timed(lambda: to_uint8_bgr(images), batch),
+            "encode": lambda: self._encode(frames),
+            "first_frame": lambda: self._first_frame(batch),
+            "stream": lambda: self._stream(batch, encode=False),
+            "stream_encode": lambda: self._stream(batch, encode=True),
+        }
         out: dict[str, Timing] = {}
-        wanted = set(cfg.stages)
-        if "tokenize" in wanted:
-            out["tokenize"] = self._timed(lambda: self.tokenizer(texts), batch * self.T)
-        if "text_encoder" in wanted:
-            out["text_encoder"] = self._timed(lambda: backend.run("text_encoder", {"tokens": tokens}), batch * self.T)
-        if "motion" in wanted:
-            out["motion"] = self._timed(lambda: backend.run("motion", motion_inputs), batch * self.T)
-        if "synthesis" in wanted:
-            out["synthesis"] = self._timed(lambda: backend.run("synthesis", {"latents": latents}), batch)
-        if "frames" in wanted:
-            out["frames"] = self._timed(lambda: backend.frames(latents), batch)
-        if "postprocess" in wanted:
-            out["postprocess"] = self._timed(lambda: to_uint8_bgr(images), batch)
-        if "encode" in wanted:
-            out["encode"] = self._encode(frames)
-        if "first_frame" in wanted:
-            out["first_frame"] = self._first_frame(batch)
-        if "stream" in wanted:
-            out["stream"] = self._stream(batch, encode=False)
-        if "stream_encode" in wanted:
-            out["stream_encode"] = self._stream(batch, encode=True)
+        for stage, measure in stages.items():
+            if stage in cfg.stages:
+                started = time.perf_counter()
+                out[stage] = measure()
+                # Where a long run spends its time, warm-ups and autotuning included.
+                log.info("bench:   %s: p50 %.3g ms (%.1f s)", stage, out[stage].percentile(50), time.perf_counter() - started)
         return out
 
     def measure_photo(self, photo: np.ndarray) -> dict[str, Timing]:
@@ -448,10 +445,11 @@ def _open(
 
 
 def _baseline_options(device: str) -> dict[str, Any]:
-    """The torch backend as the reference runs: its formulation, eager, no CUDA graphs, default memory layout."""
+    """The torch backend as the reference runs: its formulation, eager, no CUDA graphs, default memory layout,
+    PyTorch's default cuDNN algorithm choice (no benchmarking)."""
     options: dict[str, Any] = {"formulation": BASELINE["formulation"]}
     if device == "cuda":
-        options.update(cuda_graphs=False, channels_last=False, compile=False)
+        options.update(cuda_graphs=False, channels_last=False, compile=False, cudnn_benchmark=False)
     return options
 
 
@@ -621,8 +619,30 @@ def _rows(
     return rows
 
 
-def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """Measure every configuration of ``config`` in this process; returns the results document."""
+def _settings(config: BenchConfig, device: str, threads: int | None) -> dict[str, Any]:
+    return {
+        "device": device,
+        "threads": threads,
+        "iters": config.iters,
+        "warmup": config.warmup,
+        "batches": config.batches,
+        "precisions": config.precisions,
+        "backends": config.backends,
+        "stream_frames": config.frames,
+        "texts": config.texts,
+        "seed": config.seed,
+        "backend_options": config.backend_options,
+    }
+
+
+def run_bench(
+    config: BenchConfig, on_partial: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Measure every configuration of ``config`` in this process; returns the results document.
+
+    ``on_partial`` gets a partial document (``"complete": false``: the rows so far with their ratios,
+    no physical limits) after each batch size, so that a run stopped part-way keeps its figures.
+    """
     bundle = Bundle.open(config.bundle)
     check_config(config, bundle)
     photo = None
@@ -652,6 +672,23 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     memory: list[dict[str, Any]] = []
+
+    def partial() -> dict[str, Any]:
+        rows = [dict(row) for row in results]
+        add_ratios(rows)
+        return {
+            "schema": SCHEMA,
+            "complete": False,
+            "created": started.isoformat(timespec="seconds"),
+            "command": None,
+            "device": device_info.describe_device(device, measure_cpu=False, threads=threads),
+            "bundle": bundle_description(bundle),
+            "settings": _settings(config, device, threads),
+            "baseline": {**BASELINE, "options": baseline_options},
+            "gpu_memory": memory,
+            "skipped": skipped,
+            "results": rows,
+        }
     with tempfile.TemporaryDirectory(prefix="lgfa-bench-") as tmp:
         for name, precision, options, batches, is_baseline in plan:
             try:
@@ -684,6 +721,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                             row["executed_precision"] = backend.executed_precision
                             row["executed"] = executed
                     results.extend(rows)
+                    if on_partial is not None:
+                        on_partial(partial())
                 memory.append({"backend": name, "precision": precision, "baseline": is_baseline,
                                "peak_gpu_memory_mib": runner.memory.peak, "method": runner.memory.method})
             finally:
@@ -706,23 +745,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         )
     return {
         "schema": SCHEMA,
+        "complete": True,
         "created": started.isoformat(timespec="seconds"),
         "command": None,  # filled in by the CLI
         "device": device_doc,
         "bundle": bundle_description(bundle),
-        "settings": {
-            "device": device,
-            "threads": threads,
-            "iters": config.iters,
-            "warmup": config.warmup,
-            "batches": config.batches,
-            "precisions": config.precisions,
-            "backends": config.backends,
-            "stream_frames": config.frames,
-            "texts": config.texts,
-            "seed": config.seed,
-            "backend_options": config.backend_options,
-        },
+        "settings": _settings(config, device, threads),
         "baseline": {**BASELINE, "options": baseline_options},
         "physical_limit": {"peaks": device_doc["peaks"], "synthesis": costs},
         "gpu_memory": memory,

@@ -163,6 +163,44 @@ def test_baseline_runs_when_torch_is_not_compared(tiny_bundle, tmp_path) -> None
     assert [r["flops_fraction"] for r in ort if r["stage"] == "synthesis"] == [None]
 
 
+def test_gpu_baseline_options_exist_in_the_torch_backend(tiny_bundle) -> None:
+    """The baseline's GPU-only option names, opened on the CPU (which ignores them): a misspelt one would
+    otherwise first fail on a GPU machine."""
+    from lgfa_deploy.backends import open_backend
+    from lgfa_deploy.bench import _baseline_options
+    from lgfa_deploy.bundle import Bundle
+
+    options = _baseline_options("cuda")
+    assert {"cuda_graphs", "channels_last", "compile", "cudnn_benchmark"} <= set(options)
+    with open_backend("torch", Bundle.open(tiny_bundle), device="cpu", **options) as backend:
+        assert backend.frames(np.zeros((1, 8, 64), np.float32)).shape == (1, 32, 32, 3)
+
+
+def test_a_run_stopped_part_way_keeps_its_figures(tiny_bundle, tmp_path, monkeypatch, capsys) -> None:
+    """--json is rewritten after each batch size: a run that dies before the end leaves every row measured so
+    far, with its ratio, marked incomplete; a finished run is marked complete."""
+    import lgfa_deploy.bench as bench
+
+    out = tmp_path / "partial.json"
+    args = ["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--batch", "1,2", "--stages", "synthesis",
+            "--iters", "2", "--warmup", "0", "--no-cpu-peak", "--json", str(out)]
+
+    def interrupted(*_args, **_kwargs):  # what runs only after the last measurement: Ctrl-C there
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bench, "synthesis_costs", interrupted)
+        assert main(args) == 130
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False and partial["device"]["kind"] == "cpu"
+    rows = {(r["backend"], r["batch"], r["baseline"]): r for r in partial["results"]}
+    assert set(rows) == {("torch", 1, True), ("onnxruntime", 1, False), ("onnxruntime", 2, False)}
+    base = rows["torch", 1, True]["fps"]
+    assert all(math.isclose(rows[k]["ratio"], rows[k]["fps"] / base, rel_tol=1e-5) for k in rows)
+    assert main(args) == 0
+    assert json.loads(out.read_text())["complete"] is True
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -107,6 +107,28 @@ def test_torch_reference_formulation_matches_export(tiny_bundle: Path, monkeypat
         open_backend("torch", bundle, device="cpu", precision="fp16", formulation="reference")
 
 
+def test_channels_last_layout_keeps_the_generator_and_its_images(tiny_bundle: Path) -> None:
+    """The GPU path's memory layout, checked on the CPU (the first H200 run failed here: ``Module.to`` with a
+    memory format refuses the modulated convolutions' 5-D weights)."""
+    import torch
+
+    from lgfa_deploy.backends.torch_backend import to_channels_last
+    from training.checkpoints import load_models
+
+    generator = load_models(checkpoint=str(Bundle.open(tiny_bundle).weights_path)).generator.eval()
+    latents = torch.randn(2, L, S, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = generator.synthesis(latents)
+    assert to_channels_last(generator) is generator
+    tensors = list(itertools.chain(generator.parameters(), generator.buffers()))
+    four_d = [t for t in tensors if t.dim() == 4]
+    assert four_d and all(t.is_contiguous(memory_format=torch.channels_last) for t in four_d)
+    assert any(not t.is_contiguous() for t in four_d), "the constant input [1, C, 4, 4] changed its layout"
+    assert all(t.is_contiguous() for t in tensors if t.dim() == 5)
+    with torch.no_grad():
+        torch.testing.assert_close(generator.synthesis(latents), before, rtol=1e-5, atol=1e-5)
+
+
 def test_backend_run_checks_batch_and_inputs(bundle_dir: Path) -> None:
     from lgfa_deploy.errors import LgfaError
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -53,6 +54,18 @@ def padded_batch(batch: int) -> int:
     return 1 << max(batch - 1, 0).bit_length()
 
 
+def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` (in place) with every 4-D parameter and buffer in channels_last memory format.
+
+    ``Module.to(memory_format=torch.channels_last)`` refuses the generator: its modulated
+    convolutions hold 5-D weights [1, out, in, k, k], which have no channels_last layout.
+    """
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
 def uint8_bgr(images: Tensor) -> Tensor:
     """Images [N, 3, H, W] in [-1, 1] (any float dtype) -> uint8 [N, H, W, 3] BGR, rounded in FP32."""
     pixels = ((images.float() + 1) * 127.5).clamp_(0, 255).round_().to(torch.uint8)
@@ -67,6 +80,7 @@ class TorchBackend(Backend):
     (the CPU always runs eager FP32): ``device_id`` (default 0); ``cuda_graphs`` (default True)
     replays synthesis from a CUDA graph captured per batch size after warm-up runs;
     ``channels_last`` (default True); ``tf32`` (default False: "fp32" computes in FP32);
+    ``cudnn_benchmark`` (default True: cuDNN times its algorithms for every new shape, once);
     ``compile`` (default False; True or a ``torch.compile`` mode string) compiles the synthesis
     network first, which costs minutes once per batch size and process.
     """
@@ -83,6 +97,7 @@ class TorchBackend(Backend):
         compile: bool | str = False,
         formulation: str = "export",
         tf32: bool = False,
+        cudnn_benchmark: bool = True,
         device_id: int = 0,
     ) -> None:
         if formulation not in FORMULATIONS:
@@ -135,7 +150,7 @@ class TorchBackend(Backend):
         self._mapping = mapping.to(self._device).eval()
         generator = generator.to(self._device, self._dtype).eval()
         if on_gpu and channels_last:
-            generator = generator.to(memory_format=torch.channels_last)
+            generator = to_channels_last(generator)
         self._generator = generator
         self._reference = formulation == "reference"
         self._use_graphs = on_gpu and cuda_graphs
@@ -143,7 +158,7 @@ class TorchBackend(Backend):
         self._compiled = False
         if on_gpu:
             # Process-wide switches: the last backend opened sets them.
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
             if mode is not None:

@@ -101,7 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline run (torch eager fp32, reference formulation; no ratios)")
     parser.add_argument("--no-cpu-peak", action="store_true", help="do not measure the CPU's peak rates (left unknown)")
-    parser.add_argument("--json", default=None, metavar="OUT.json", help="write the results here")
+    parser.add_argument(
+        "--json", default=None, metavar="OUT.json",
+        help='write the results here (rewritten after each batch size, "complete": true once the run has finished)',
+    )
     parser.add_argument("--plot", default=None, metavar="OUT.png", help="plot fps against batch here")
 
 
@@ -144,8 +147,13 @@ def run(args: argparse.Namespace) -> int:
         stages=stages,
         image=None if args.image is None else Path(args.image),
     )
-    doc = run_bench(config)
-    doc["command"] = shlex.join(["lgfa", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
+    command = shlex.join(["lgfa", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
+
+    def write_partial(doc: dict[str, Any]) -> None:  # a run stopped part-way keeps its figures so far
+        write_json_atomic(Path(args.json), {**doc, "command": command})
+
+    doc = run_bench(config, on_partial=write_partial if args.json else None)
+    doc["command"] = command
     print(format_table(doc))
     if args.json:
         write_json_atomic(Path(args.json), doc)
