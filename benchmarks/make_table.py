@@ -2,8 +2,10 @@
 
 Reads every ``results/*.json``: ``lgfa bench`` documents (schema ``lgfa-bench/1``) become one
 section each, newest first, with a summary table (synthesis, stream, ratios to the baseline,
-fraction of the device's peaks) and a per-stage latency table; ``ort_cpu_steps.py`` documents
-(``lgfa-ort-steps/1``) become the table of onnxruntime settings and their gains.
+fraction of the device's peaks) and a per-stage latency table (a run stopped part-way, ``"complete":
+false``, is marked partial); ``ort_cpu_steps.py`` documents (``lgfa-ort-steps/1``) become the table
+of onnxruntime settings and their gains; ``gpu_check.py`` documents (``lgfa-gpu-check/1``) a table of
+its steps, its figures against the targets, and its profile.
 
     python benchmarks/make_table.py            # rewrite benchmarks/README.md
     python benchmarks/make_table.py --check    # exit 1 if README.md is not what the results give
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,7 +104,8 @@ def _row(doc: dict[str, Any], config: tuple[str, str, int, bool], stage: str) ->
 def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
     """The README section of one ``lgfa bench`` result file."""
     device, bundle, settings = doc["device"], doc["bundle"], doc["settings"]
-    peaks = doc["physical_limit"]["peaks"]
+    physical = doc.get("physical_limit")  # none in a run stopped part-way
+    peaks = physical["peaks"] if physical else device.get("peaks", {})
     libs = device.get("libraries", {})
     lib_text = ", ".join(f"{k} {v}" for k, v in libs.items() if k in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt", "numpy"))
     if device.get("gpu"):
@@ -126,6 +130,8 @@ def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
     ]
     if doc.get("command"):
         lines.append(f"- command: `{doc['command']}`")
+    if doc.get("complete") is False:
+        lines.append("- **partial**: the run was stopped (its time budget) after the rows below; no physical limits")
     load = doc.get("load_average") or {}
     if load.get("before") and load.get("after"):
         lines.append(
@@ -134,7 +140,7 @@ def bench_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
         )
     peak_text = (f"peaks fp32 {_fmt(peaks.get('fp32_tflops'), 3)} TFLOP/s, fp16 {_fmt(peaks.get('fp16_tflops'), 3)} TFLOP/s, "
                  f"bandwidth {_fmt(peaks.get('bandwidth_gbps'))} GB/s ({peaks.get('source')})")
-    for precision, cost in doc["physical_limit"]["synthesis"].items():
+    for precision, cost in (physical or {}).get("synthesis", {}).items():
         one = cost["batch_1"]
         lines.append(
             f"- physical limit, synthesis {precision}: {one['flops_per_frame'] / 1e9:.2f} GFLOP per frame, "
@@ -277,12 +283,59 @@ def serve_section(doc: dict[str, Any], name: str) -> list[str]:
     return lines
 
 
+def gpu_check_section(doc: dict[str, Any], name: str, results: Path) -> list[str]:
+    """The README section of one ``benchmarks/gpu_check.py`` run: its steps, the targets, the profile."""
+    steps = doc["steps"]
+    env = steps.get("environment", {})
+    gpu = env.get("gpu") or {}
+    lines = [
+        f"## {gpu.get('name', 'GPU')}: gpu_check.py, {_created(doc, name)[:10]}",
+        "",
+        f"- result: [`results/{name}.json`](results/{name}.json)"
+        + (f", plot: [`results/{name}.png`](results/{name}.png)" if (results / f"{name}.png").exists() else ""),
+        f"- environment: torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), {gpu.get('memory_gib')} GiB, "
+        f"compute capability {gpu.get('capability')}, {env.get('cpus')} CPUs; onnxruntime providers "
+        f"{', '.join(env.get('onnxruntime_providers') or [])}",
+        "",
+    ]
+    rows = [[step, entry["status"] + ("" if entry.get("complete", True) else " (figures so far kept)"),
+             _fmt(entry.get("seconds"), 0)] for step, entry in steps.items()]
+    lines += _table(["step", "status", "s"], rows) + [""]
+    summary = doc.get("summary") or {}
+    if summary:
+        rows = [[figure, _fmt(entry["value"], 3), _fmt(entry["target"], 3),
+                 {True: "yes", False: "**no**", None: "-"}[entry["met"]], entry.get("where") or "-"]
+                for figure, entry in summary.items() if isinstance(entry, dict)]
+        lines += _table(["figure", "best", "target", "met", "where"], rows) + [""]
+    training = steps.get("training", {}).get("result")
+    if training:
+        lines += [f"- training step ({training['preset']}, batch {training['batch']}, {training['precision']}): "
+                  f"{_fmt(training['steps_per_s'], 3)} steps/s, peak {_fmt(training.get('peak_gpu_memory_gib'), 3)} GiB", ""]
+    profile = steps.get("profile", {}).get("result")
+    if profile:
+        lines += [f"- profile, {profile['precision']} eager, batch {profile['batch']}:", ""]
+        rows = [[str(v["channels_last"]), str(v["cudnn_benchmark"]), _fmt(v["open_s"], 3), _fmt(v["first_call_s"], 3),
+                 _fmt(v["frames_p50_ms"], 3), _fmt(v["fps"], 3)] for v in profile.get("variants", [])]
+        lines += _table(["channels_last", "cudnn benchmark", "open s", "first call s", "frames p50 ms", "fps"], rows) + [""]
+        if profile.get("top_self"):
+            lines += ["<details><summary>what takes the time (self time per call)</summary>", ""]
+            rows = [[op["name"][:90], _fmt(op["ms_per_call"], 3), _pct(op["share"])] for op in profile["top_self"]]
+            lines += _table(["kernel or operator", "ms per call", "share"], rows) + ["", "</details>", ""]
+    return lines
+
+
+def _created(doc: dict[str, Any], name: str) -> str:
+    """When a result was made: its own ``created``, else the date in its file name."""
+    found = re.search(r"\d{4}-\d{2}-\d{2}", name)
+    return doc.get("created") or (found.group(0) if found else "")
+
+
 def render(results: Path) -> str:
     """The whole README for the result files in ``results``."""
     docs = []
     for path in sorted(results.glob("*.json")):
         doc = json.loads(path.read_text())
-        docs.append((doc.get("created", ""), path.stem, doc))
+        docs.append((_created(doc, path.stem), path.stem, doc))
     docs.sort(key=lambda d: (d[0], d[1]), reverse=True)
     lines = [INTRO]
     if not docs:
@@ -296,6 +349,8 @@ def render(results: Path) -> str:
             lines += emulation_section(doc, name)
         elif doc.get("schema") == "lgfa-serve-load/1":
             lines += serve_section(doc, name)
+        elif doc.get("schema") == "lgfa-gpu-check/1":
+            lines += gpu_check_section(doc, name, results)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -22,14 +22,24 @@ def test_rehearsal_runs_every_step_and_writes_what_comes_back(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((out / "gpu_check.json").read_text())
     steps = doc["steps"]
-    assert list(steps) == ["environment", "gpu_tests", "bundle", "bench_graphs", "bench_eager", "training", "bench_compile"]
+    assert list(steps) == ["environment", "gpu_tests", "bundle", "profile", "bench_graphs", "bench_eager", "training",
+                           "bench_compile"]
     assert {name: step["status"] for name, step in steps.items()} == dict.fromkeys(steps, "ok"), {
         name: step.get("output_tail", "")[-800:] for name, step in steps.items() if step["status"] != "ok"
     }
     assert "skipped" in steps["gpu_tests"]["output_tail"]  # collected, and skipped cleanly without CUDA
     assert steps["training"]["result"]["steps_per_s"] > 0
+    profile = steps["profile"]["result"]
+    assert [(v["channels_last"], v["cudnn_benchmark"]) for v in profile["variants"]] == [
+        (True, True), (False, True), (True, False), (False, False)
+    ]
+    assert all(v["frames_p50_ms"] > 0 and v["open_s"] > 0 for v in profile["variants"])
+    shares = [op["share"] for op in profile["top_self"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+    assert any(op["name"].startswith("aten::") for op in profile["top_aten_inclusive"])
+    assert all(step["complete"] for name, step in steps.items() if name.startswith("bench_"))
     summary = doc["summary"]
-    assert set(summary) == {"synthesis_fps", "first_frame_ms", "ratio_to_eager_fp32", "batch1_gpu_memory_gib"}
+    assert set(summary) == {"synthesis_fps", "frames_fps", "first_frame_ms", "ratio_to_eager_fp32", "batch1_gpu_memory_gib"}
     fps = summary["synthesis_fps"]
     assert fps["value"] > 0 and fps["met"] is (fps["value"] >= 400)  # issue 8's target; a quiet CPU at 32 px can pass it
     assert summary["first_frame_ms"]["value"] > 0
