@@ -139,8 +139,8 @@ def synthesis_profile(bundle_dir: Path, device: str, batch: int, iters: int, sav
     time, eager, so that the profiler sees every kernel: for each of :data:`PROFILE_VARIANTS` the time to
     open the bundle, the first call (cuDNN's search included) and the p50 of ``iters`` calls; with the
     defaults (the first variant) also torch.profiler over three calls: the kernels and the aten
-    operators that take the most device time (CPU time on the CPU). ``save`` gets the document after
-    each variant."""
+    operators that take the most device time (CPU time on the CPU), and the same for a new sentence's
+    first frame. ``save`` gets the document after each variant."""
     import numpy as np
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -176,10 +176,37 @@ def synthesis_profile(bundle_dir: Path, device: str, batch: int, iters: int, sav
                         backend.frames(latents)
                     sync()
                 doc.update(_top_events(prof.key_averages(), device, calls))
+                doc["first_frame"] = _first_frame_profile(bundle, backend, device, calls, sync)
         doc["variants"].append({**options, "open_s": round(opened, 2), "first_call_s": round(first, 3),
                                 "frames_p50_ms": round(p50 * 1000, 3), "fps": round(batch / p50, 1)})
         save(doc)
     return doc
+
+
+def _first_frame_profile(bundle: Any, backend: Any, device: str, calls: int, sync: Callable[[], None]) -> dict[str, Any]:
+    """torch.profiler over the work of a new sentence's first frame (text encoder, motion, mapping: the
+    clip's W+; then one frame), on the calling thread: the stream's producer thread would hide its
+    operators from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lgfa_deploy.pipeline import Animator
+
+    animator = Animator(bundle, backend, micro_batch=1, cache_texts=0)
+
+    def first() -> None:
+        latents = animator.latents("The person is smiling.", seed=0)
+        backend.frames(latents[:1])
+        sync()
+
+    first()
+    started = time.perf_counter()
+    first()
+    wall_ms = (time.perf_counter() - started) * 1000
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            first()
+    return {"wall_ms": round(wall_ms, 3), **_top_events(prof.key_averages(), device, calls)}
 
 
 def _top_events(events: Any, device: str, calls: int) -> dict[str, Any]:

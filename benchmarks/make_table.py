@@ -321,6 +321,11 @@ def gpu_check_section(doc: dict[str, Any], name: str, results: Path) -> list[str
             lines += ["<details><summary>what takes the time (self time per call)</summary>", ""]
             rows = [[op["name"][:90], _fmt(op["ms_per_call"], 3), _pct(op["share"])] for op in profile["top_self"]]
             lines += _table(["kernel or operator", "ms per call", "share"], rows) + ["", "</details>", ""]
+        first = profile.get("first_frame")
+        if first:
+            lines += [f"<details><summary>a new sentence's first frame, eager: {_fmt(first['wall_ms'], 3)} ms</summary>", ""]
+            rows = [[op["name"][:90], _fmt(op["ms_per_call"], 3), _pct(op["share"])] for op in first["top_self"]]
+            lines += _table(["kernel or operator", "ms per call", "share"], rows) + ["", "</details>", ""]
     return lines
 
 

@@ -37,6 +37,10 @@ def test_rehearsal_runs_every_step_and_writes_what_comes_back(tmp_path: Path) ->
     shares = [op["share"] for op in profile["top_self"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
     assert any(op["name"].startswith("aten::") for op in profile["top_aten_inclusive"])
+    first = profile["first_frame"]
+    assert first["wall_ms"] > 0 and first["top_self"] and any(
+        op["name"].startswith("aten::") for op in first["top_aten_inclusive"]
+    )
     assert all(step["complete"] for name, step in steps.items() if name.startswith("bench_"))
     summary = doc["summary"]
     assert set(summary) == {"synthesis_fps", "frames_fps", "first_frame_ms", "ratio_to_eager_fp32", "batch1_gpu_memory_gib"}
