@@ -29,6 +29,7 @@ from training.faces.clip_renders import (
     contrastive_loss,
     expression_parameters,
     negative_parameters,
+    partial_parameters,
     train_clip,
 )
 from training.faces.dataset import FaceSet, render_set, weight_map
@@ -189,6 +190,23 @@ def test_clip_negatives_lie_away_from_every_prompts_way_to_its_target() -> None:
     assert expression.std(axis=0).min() > 0.2  # spread over the whole range
 
 
+def test_near_misses_leave_one_on_target_parameter_short_of_half_way() -> None:
+    names = [name for name in COVERED for _ in range(20)]
+    expressions = partial_parameters(names, np.random.default_rng(0))[:, -len(EXPRESSION) :]
+    chosen: dict[str, set[str]] = {name: set() for name in COVERED}
+    for row, name in zip(expressions, names):
+        on = COVERED[name]
+        short = [e for e, target in on.items() if abs(row[EXPRESSION.index(e)] - target) > JITTER + 1e-6]
+        assert len(short) == 1, (name, short)  # every other on-target parameter at its target, jittered
+        parameter = short[0]
+        part = (row[EXPRESSION.index(parameter)] - NEUTRAL[parameter]) / (on[parameter] - NEUTRAL[parameter])
+        assert 0.0 <= part <= 0.5 + 1e-6, (name, parameter, part)
+        off = [e for e in EXPRESSION if e not in on]
+        assert all(abs(row[EXPRESSION.index(e)] - NEUTRAL[e]) <= JITTER + 1e-6 for e in off)
+        chosen[name].add(parameter)
+    assert all(len(chosen[name]) == len(COVERED[name]) for name in COVERED), chosen  # each parameter in turn
+
+
 def test_closeness_to_a_target_by_hand() -> None:
     neutral = np.array([0.5, 0.5])
     target = np.array([[1.0, 0.5]])  # the neutral face lies 0.5 from it
@@ -225,6 +243,11 @@ def test_caption_schemes_draw_their_faces_and_closeness() -> None:
     assert ((matrix >= 0) & (matrix <= 1)).all()
     # the same faces (one draw); jitter of 0.08 against ways of at least 0.45 moves closeness by at most 0.08 / 0.45
     assert np.abs(np.diag(matrix[:3]) - np.diag(graded[:3])).max() <= 0.08 / 0.45 + 1e-6
+    faces, others, matrix = CAPTIONS["partial"](expressions, np.random.default_rng(1), 32)
+    assert faces.shape == others.shape == (3, 32, 32, 3) and matrix.shape == (6, 3)
+    # the one near miss: at least half of a way of at least 0.2 short of its target, in a scale of at most 1
+    miss = matrix[3]
+    assert 0.0 < miss.max() <= 1.0 - 0.5 * 0.2 + 1e-6
 
 
 class FixedFeatures(torch.nn.Module):

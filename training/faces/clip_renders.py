@@ -14,6 +14,9 @@ captioned:
 - ``closeness``: the other faces are uniformly random, and every face is close to every sentence as
   :func:`closeness` measures it (``a`` at part ``a`` of a sentence's way, less off the way), so a
   face near two targets is captioned by both and each sentence picks every face near its target.
+- ``partial``: closeness captions whose other faces are half uniformly random, half near misses (a
+  sentence's target with one of its on-target parameters short of half way), so that the CLIP must
+  see every parameter a sentence moves.
 The result is the animation model's encoder and, frozen, the contrastive loss's CLIP (the paper's
 separate ViT-B/32 has no counterpart here).
 
@@ -31,6 +34,12 @@ Why (measured on the generator's faces, seeds' identities, the loss's temperatur
 - graded captions tell a sentence nothing about faces near other targets or off every way; with
   closeness captions 2,000 animation steps moved 11 of 14 prompts further (mean progress 0.26
   against 0.14, 13 prompts the right way against 11), which is why ``train_all`` uses them.
+- but a closeness CLIP tells a sentence apart by the parameters that suffice among the 14: its
+  gradient in angry's brow height is -0.04 at neutral and +0.01 half way (brow tilt -0.17), so
+  the animation never lowers angry's brows (read: 0.00 of -0.37) and angry scores no progress.
+  Near misses turn angry the right way on two animation seeds (+0.15 and +0.17 against -0.01 and
+  +0.03) but lose duck lips (0.12 against 0.63); as a second loss CLIP beside a closeness one see
+  docs/faces-64/near-miss-captions/.
 Real photographs show expressions at every intensity, and most faces show none of the 14.
 """
 from __future__ import annotations
@@ -170,7 +179,34 @@ def closeness_batch(expressions: list[str], rng: np.random.Generator, size: int)
     return faces[: len(expressions)], faces[len(expressions) :], matrix
 
 
-CAPTIONS = {"graded": graded_batch, "closeness": closeness_batch}
+def partial_parameters(expressions: list[str], rng: np.random.Generator) -> np.ndarray:
+    """Parameters [N, 16] of near misses: each expression's target (jittered, random identity) with one of
+    its on-target parameters, drawn at random, left between neutral and half way to its target."""
+    parameters, _ = expression_parameters(expressions, rng)
+    neutral, targets = neutral_and_targets(expressions)
+    for row, expression in enumerate(expressions):
+        column = EXPRESSION.index(rng.choice(sorted(COVERED[expression])))
+        part = rng.uniform(0.0, 0.5)
+        parameters[row, len(IDENTITY) + column] = neutral[column] + part * (targets[row, column] - neutral[column])
+    return parameters
+
+
+def partial_batch(expressions: list[str], rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`closeness_batch` whose other faces are half uniformly random, half near misses
+    (:func:`partial_parameters` of sentences drawn from the batch's): a CLIP that tells a sentence
+    apart from the others by one or two of its parameters scores a near miss too close to it, so it
+    must see every parameter the sentence moves."""
+    parameters, _ = expression_parameters(expressions, rng, INTENSITY)
+    misses = partial_parameters(list(rng.choice(expressions, len(expressions) // 2)), rng)
+    uniform = sample_parameters(rng, len(expressions) - len(misses), IDENTITY)
+    everything = np.concatenate([parameters, misses, uniform])
+    neutral, targets = neutral_and_targets(expressions)
+    faces = render_faces(everything, size)[0]
+    matrix = closeness(everything[:, len(IDENTITY) :], targets, neutral)
+    return faces[: len(expressions)], faces[len(expressions) :], matrix
+
+
+CAPTIONS = {"graded": graded_batch, "closeness": closeness_batch, "partial": partial_batch}
 """How a step's faces are drawn and captioned, by name (``train_clip``'s ``captions``)."""
 
 
