@@ -35,8 +35,9 @@ Why (measured on the generator's faces, seeds' identities, the loss's temperatur
   closeness captions 2,000 animation steps moved 11 of 14 prompts further (mean progress 0.26
   against 0.14, 13 prompts the right way against 11), which is why ``train_all`` uses them.
 - but a closeness CLIP tells a sentence apart by the parameters that suffice among the 14: its
-  gradient in angry's brow height is -0.04 at neutral and +0.01 half way (brow tilt -0.17), so
-  the animation never lowers angry's brows (read: 0.00 of -0.37) and angry scores no progress.
+  gradient in angry's brow height is -0.97 at neutral and +0.17 half way (brow tilt -3.96, -0.93;
+  :mod:`training.faces.clip_probe`), so the animation never lowers angry's brows (read: 0.00 of
+  -0.37) and angry scores no progress.
   Near misses turn angry the right way on two animation seeds (+0.15 and +0.17 against -0.01 and
   +0.03) but lose duck lips (0.12 against 0.63); as a second loss CLIP beside a closeness one see
   docs/faces-64/near-miss-captions/.
