@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lgfa_deploy.bench import LATENCY_STAGES, PHOTO_STAGES, STAGES, format_table
+from lgfa_deploy.bench import LATENCY_STAGES, PHOTO_STAGES, STAGES
+from lgfa_deploy.bench_report import format_table
 from lgfa_deploy.cli import main
 from training.presets import get_preset
 

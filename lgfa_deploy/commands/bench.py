@@ -109,14 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lgfa_deploy.bench import (
-        DEFAULT_TEXTS,
-        STAGES,
-        BenchConfig,
-        format_table,
-        plot,
-        run_bench,
-    )
+    from lgfa_deploy.bench import DEFAULT_TEXTS, STAGES, BenchConfig, run_bench
+    from lgfa_deploy.bench_report import format_table, plot
 
     backends = _list(args.backend)
     if not backends:
