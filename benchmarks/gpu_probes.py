@@ -7,6 +7,7 @@ profile of the torch backend's synthesis. Each writes one JSON document to ``--o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -143,22 +144,15 @@ def synthesis_profile(bundle_dir: Path, device: str, batch: int, iters: int, sav
     first frame. ``save`` gets the document after each variant."""
     import numpy as np
     import torch
-    from torch.profiler import ProfilerActivity, profile
 
     from lgfa_deploy.backends import open_backend
+    from lgfa_deploy.bench import time_calls
     from lgfa_deploy.bundle import Bundle
 
     bundle = Bundle.open(bundle_dir)
     precision = "fp16" if device == "cuda" else "fp32"  # the CPU runs FP32 only
     latents = np.random.default_rng(0).standard_normal((batch, bundle.n_latent, bundle.style_dim)).astype(np.float32)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def timed(fn: Callable[[], Any]) -> float:
-        started = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - started
-
     doc: dict[str, Any] = {"bundle": bundle.preset, "resolution": bundle.resolution, "precision": precision,
                            "batch": batch, "mode": "eager, no CUDA graphs", "variants": []}
     calls = 3
@@ -167,18 +161,14 @@ def synthesis_profile(bundle_dir: Path, device: str, batch: int, iters: int, sav
         started = time.perf_counter()
         with open_backend("torch", bundle, device=device, precision=precision, cuda_graphs=False, **options) as backend:
             opened = time.perf_counter() - started
-            first = timed(lambda: backend.frames(latents))
-            p50 = statistics.median(timed(lambda: backend.frames(latents)) for _ in range(iters))
+            frames = functools.partial(backend.frames, latents)
+            first_ms = time_calls(frames, 1, 0, sync)[0]
+            p50_ms = statistics.median(time_calls(frames, iters, 0, sync))
             if index == 0:
-                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-                with profile(activities=activities) as prof:
-                    for _ in range(calls):
-                        backend.frames(latents)
-                    sync()
-                doc.update(_top_events(prof.key_averages(), device, calls))
+                doc.update(_profiled(frames, device, calls, sync))
                 doc["first_frame"] = _first_frame_profile(bundle, backend, device, calls, sync)
-        doc["variants"].append({**options, "open_s": round(opened, 2), "first_call_s": round(first, 3),
-                                "frames_p50_ms": round(p50 * 1000, 3), "fps": round(batch / p50, 1)})
+        doc["variants"].append({**options, "open_s": round(opened, 2), "first_call_s": round(first_ms / 1000, 3),
+                                "frames_p50_ms": round(p50_ms, 3), "fps": round(batch * 1000 / p50_ms, 1)})
         save(doc)
     return doc
 
@@ -187,8 +177,7 @@ def _first_frame_profile(bundle: Any, backend: Any, device: str, calls: int, syn
     """torch.profiler over the work of a new sentence's first frame (text encoder, motion, mapping: the
     clip's W+; then one frame), on the calling thread: the stream's producer thread would hide its
     operators from the profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
+    from lgfa_deploy.bench import time_calls
     from lgfa_deploy.pipeline import Animator
 
     animator = Animator(bundle, backend, micro_batch=1, cache_texts=0)
@@ -196,17 +185,22 @@ def _first_frame_profile(bundle: Any, backend: Any, device: str, calls: int, syn
     def first() -> None:
         latents = animator.latents("The person is smiling.", seed=0)
         backend.frames(latents[:1])
-        sync()
 
     first()
-    started = time.perf_counter()
-    first()
-    wall_ms = (time.perf_counter() - started) * 1000
+    wall_ms = time_calls(first, 1, 0, sync)[0]
+    return {"wall_ms": round(wall_ms, 3), **_profiled(first, device, calls, sync)}
+
+
+def _profiled(fn: Callable[[], Any], device: str, calls: int, sync: Callable[[], None]) -> dict[str, Any]:
+    """torch.profiler over ``calls`` calls of ``fn``: :func:`_top_events` of them."""
+    from torch.profiler import ProfilerActivity, profile
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(calls):
-            first()
-    return {"wall_ms": round(wall_ms, 3), **_top_events(prof.key_averages(), device, calls)}
+            fn()
+        sync()
+    return _top_events(prof.key_averages(), device, calls)
 
 
 def _top_events(events: Any, device: str, calls: int) -> dict[str, Any]:

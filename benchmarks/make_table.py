@@ -318,15 +318,18 @@ def gpu_check_section(doc: dict[str, Any], name: str, results: Path) -> list[str
                  _fmt(v["frames_p50_ms"], 3), _fmt(v["fps"], 3)] for v in profile.get("variants", [])]
         lines += _table(["channels_last", "cudnn benchmark", "open s", "first call s", "frames p50 ms", "fps"], rows) + [""]
         if profile.get("top_self"):
-            lines += ["<details><summary>what takes the time (self time per call)</summary>", ""]
-            rows = [[op["name"][:90], _fmt(op["ms_per_call"], 3), _pct(op["share"])] for op in profile["top_self"]]
-            lines += _table(["kernel or operator", "ms per call", "share"], rows) + ["", "</details>", ""]
+            lines += _top_events("what takes the time (self time per call)", profile["top_self"])
         first = profile.get("first_frame")
         if first:
-            lines += [f"<details><summary>a new sentence's first frame, eager: {_fmt(first['wall_ms'], 3)} ms</summary>", ""]
-            rows = [[op["name"][:90], _fmt(op["ms_per_call"], 3), _pct(op["share"])] for op in first["top_self"]]
-            lines += _table(["kernel or operator", "ms per call", "share"], rows) + ["", "</details>", ""]
+            lines += _top_events(f"a new sentence's first frame, eager: {_fmt(first['wall_ms'], 3)} ms", first["top_self"])
     return lines
+
+
+def _top_events(summary: str, events: list[dict[str, Any]]) -> list[str]:
+    """A folded table of a profile's kernels or operators: name, ms per call, share of the time."""
+    rows = [[op["name"][:90], _fmt(op["ms_per_call"], 3), _pct(op["share"])] for op in events]
+    return [f"<details><summary>{summary}</summary>", "", *_table(["kernel or operator", "ms per call", "share"], rows),
+            "", "</details>", ""]
 
 
 def _created(doc: dict[str, Any], name: str) -> str:

@@ -618,22 +618,6 @@ def _rows(
     return rows
 
 
-def _settings(config: BenchConfig, device: str, threads: int | None) -> dict[str, Any]:
-    return {
-        "device": device,
-        "threads": threads,
-        "iters": config.iters,
-        "warmup": config.warmup,
-        "batches": config.batches,
-        "precisions": config.precisions,
-        "backends": config.backends,
-        "stream_frames": config.frames,
-        "texts": config.texts,
-        "seed": config.seed,
-        "backend_options": config.backend_options,
-    }
-
-
 def run_bench(
     config: BenchConfig, on_partial: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
@@ -672,22 +656,38 @@ def run_bench(
     skipped: list[dict[str, str]] = []
     memory: list[dict[str, Any]] = []
 
+    head: dict[str, Any] = {  # what a partial document and the finished one share
+        "schema": SCHEMA,
+        "complete": False,
+        "created": started.isoformat(timespec="seconds"),
+        "command": None,
+        "device": None,
+        "bundle": bundle_description(bundle),
+        "settings": {
+            "device": device,
+            "threads": threads,
+            "iters": config.iters,
+            "warmup": config.warmup,
+            "batches": config.batches,
+            "precisions": config.precisions,
+            "backends": config.backends,
+            "stream_frames": config.frames,
+            "texts": config.texts,
+            "seed": config.seed,
+            "backend_options": config.backend_options,
+        },
+        "baseline": {**BASELINE, "options": baseline_options},
+        "gpu_memory": memory,
+        "skipped": skipped,
+    }
+
     def partial() -> dict[str, Any]:
+        if head["device"] is None:  # described once, without the CPU peak measurement that ends the run
+            head["device"] = device_info.describe_device(device, measure_cpu=False, threads=threads)
         rows = [dict(row) for row in results]
         add_ratios(rows)
-        return {
-            "schema": SCHEMA,
-            "complete": False,
-            "created": started.isoformat(timespec="seconds"),
-            "command": None,
-            "device": device_info.describe_device(device, measure_cpu=False, threads=threads),
-            "bundle": bundle_description(bundle),
-            "settings": _settings(config, device, threads),
-            "baseline": {**BASELINE, "options": baseline_options},
-            "gpu_memory": memory,
-            "skipped": skipped,
-            "results": rows,
-        }
+        return {**head, "results": rows}
+
     with tempfile.TemporaryDirectory(prefix="lgfa-bench-") as tmp:
         for name, precision, options, batches, is_baseline in plan:
             try:
@@ -743,20 +743,13 @@ def run_bench(
             "counted (onnxruntime's Winograd rewrite), or other work on this machine disturbed the peak measurement"
         )
     return {
-        "schema": SCHEMA,
+        **head,  # "command" is filled in by the CLI
         "complete": True,
-        "created": started.isoformat(timespec="seconds"),
-        "command": None,  # filled in by the CLI
         "device": device_doc,
-        "bundle": bundle_description(bundle),
-        "settings": _settings(config, device, threads),
-        "baseline": {**BASELINE, "options": baseline_options},
         "physical_limit": {"peaks": device_doc["peaks"], "synthesis": costs},
-        "gpu_memory": memory,
         "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         # 1/5/15-minute load averages: other work on the machine disturbs CPU timings.
         "load_average": {"before": load_before, "after": _load_average()},
-        "skipped": skipped,
         "definitions": {
             "p50_ms": "median latency of one call of the stage at this batch (stream stages: between frames)",
             "fps": "frames per second: items_per_call * 1000 / p50_ms; stream stages: (frames - 1) / "

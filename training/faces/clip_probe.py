@@ -25,7 +25,7 @@ from training.atomic import write_json_atomic
 from training.checkpoints import load_clip_weights, load_models
 from training.clip_model import clip_image_size, create_clip, tokenize
 from training.errors import CheckpointError
-from training.faces.clip_renders import CLIP_NAME, PROMPT_TEMPLATE, clip_normalize
+from training.faces.clip_renders import CLIP_NAME, PROMPT_TEMPLATE, clip_normalize, neutral_and_targets
 from training.faces.parameters import (
     EXPRESSION,
     GENERATOR_IDENTITY,
@@ -35,7 +35,7 @@ from training.faces.parameters import (
     neutral_parameters,
     sample_identity,
 )
-from training.faces.prompts import COVERED, target_expression
+from training.faces.prompts import COVERED
 from training.losses import resize_images
 
 PARTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -55,8 +55,9 @@ class ClipProbe:
 
     def log_probability(self, parameters: torch.Tensor, prompt: str) -> torch.Tensor:
         """log p(prompt | face) [N] among the probe's sentences for faces of ``parameters`` [N, 16]
-        (identity then expression), differentiable in the parameters: the clamp into the generator's
-        z range passes the gradient through, so a parameter at 0 or 1 still shows its pull."""
+        (identity then expression), differentiable in the parameters: the z of
+        :func:`training.faces.parameters.parameters_to_z` in torch, its clamp into the generator's z range
+        passing the gradient through, so that a parameter at 0 or 1 still shows its pull."""
         clamped = parameters + (parameters.clamp(Z_CLIP, 1 - Z_CLIP) - parameters).detach()
         z = torch.cat([torch.special.ndtri(clamped), torch.ones_like(clamped)], 1).float()
         w = self.generator.mapping(z)
@@ -68,8 +69,8 @@ class ClipProbe:
         """For faces of ``identity`` [N, 8] part of the way to ``prompt``'s target: the mean probability
         of the prompt and the mean gradient of its log in each expression parameter, at each part."""
         neutral = torch.from_numpy(neutral_parameters(identity)).double()
-        target = torch.tensor([target_expression(prompt)[e] for e in EXPRESSION], dtype=torch.float64)
-        way = target - neutral[:, len(IDENTITY) :]
+        neutral_expression, targets = neutral_and_targets([prompt])
+        way = torch.from_numpy(targets[0] - neutral_expression).double()
         probability, gradient = [], []
         for part in parts:
             parameters = neutral.clone()
@@ -79,7 +80,7 @@ class ClipProbe:
             (grad,) = torch.autograd.grad(log_p.sum(), parameters)
             probability.append(float(log_p.detach().exp().mean()))
             gradient.append(grad[:, len(IDENTITY) :].mean(0).tolist())
-        return {"parts": list(parts), "probability": probability, "gradient": gradient, "way": way[0].tolist()}
+        return {"parts": list(parts), "probability": probability, "gradient": gradient, "way": way.tolist()}
 
 
 def probe(generator: torch.nn.Module, clip: torch.nn.Module, faces: int = 24, seed: int = 1, tau: float = TAU) -> dict:
