@@ -243,9 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.probe == "synthesis":
         save(synthesis_speed(args.preset, args.device, batches, args.iters))
     else:
+        from lgfa_deploy.errors import LgfaError
+
         if args.bundle is None:
             parser.error("profile needs --bundle")
-        synthesis_profile(args.bundle, args.device, batches[0], args.iters, save)
+        try:
+            synthesis_profile(args.bundle, args.device, batches[0], args.iters, save)
+        except LgfaError as exc:
+            print(f"gpu_probes: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -80,3 +80,6 @@ def test_a_checkpoint_of_another_domain_is_one_line(tmp_path, capsys) -> None:
     assert "not the face domain's" in err and len(err.strip().splitlines()) == 1
     assert main(["--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "cannot load" in capsys.readouterr().err
+    for bad in (["--faces", "0"], ["--tau", "0"]):
+        assert main(["--checkpoint", str(path), *bad]) == 2
+        assert capsys.readouterr().err.strip() == "clip_probe: --faces must be at least 1 and --tau positive"

@@ -55,3 +55,15 @@ def test_rehearsal_runs_every_step_and_writes_what_comes_back(tmp_path: Path) ->
     files = list(out.rglob("*"))
     assert len(files) <= 8 and all(f.is_file() and f.parent == out and f.stat().st_size < 16 * 2**20 for f in files)
     assert (out / "gpu_check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_probe_of_a_missing_bundle_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_probes.py"), "profile", "--bundle",
+                           str(tmp_path / "missing"), "--device", "cpu", "--out", str(tmp_path / "profile.json")],
+                          env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"gpu_probes: bundle {tmp_path / 'missing'} does not exist; create one with 'lgfa export --out {tmp_path / 'missing'}'"
+    ]
+    assert not (tmp_path / "profile.json").exists()
